@@ -1,0 +1,143 @@
+"""Types of the C extension ``fastapi_cachemate._native``.
+
+Every function here has a pure-Python twin with the same signature in
+``fastapi_cachemate._pure``; ``fastapi_cachemate._kernels`` picks one of the two.
+Kept in step with the C docstrings by ``mypy.stubtest`` (``make lint``).
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, final
+
+from typing_extensions import Buffer
+
+__version__: Final[str]
+ZSTD_VERSION: Final[str]
+
+# Compression modes of the entry writer (the seed's settings map onto these).
+COMPRESS_DISABLED: Final[int]  # 0
+COMPRESS_SMART: Final[int]  # 1: compress when the body is at least min_size bytes
+COMPRESS_ALL: Final[int]  # 2
+
+# Freshness states returned by read_entry (Entry.state).
+FRESH: Final[int]  # 0
+STALE: Final[int]  # 1: past ttl, inside grace: servable while one refresher recomputes
+EXPIRED: Final[int]  # 2: past ttl + grace: a miss
+
+class MalformedError(ValueError):
+    """Raised by the decoders on bytes that are not a valid encoding."""
+
+# --- MessagePack (csrc/msgpack_pack.c, csrc/msgpack_unpack.c) ---------------------------
+def packb(obj: object, /) -> bytes: ...
+def unpackb(data: Buffer, /) -> Any: ...
+
+# --- zstd (csrc/compress.c) ---------------------------------------------------------------
+def compress(data: Buffer, /, level: int = 3) -> bytes: ...
+def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes: ...
+
+# --- BLAKE2b, RFC 7693 (csrc/blake2b.c) ---------------------------------------------------
+def blake2b(data: Buffer, /, digest_size: int = 32, key: Buffer = b"") -> bytes: ...
+
+# --- keys (csrc/key.c) --------------------------------------------------------------------
+@final
+class KeySpec:
+    """What identifies a response of one endpoint, prepared once per route.
+
+    query_names: the declared query parameter names (aliases) in a fixed order, or None to
+    key on every query item in request order (the endpoint reads the raw request).
+    header_names: lower-case header names whose values enter the key (declared Header()
+    params and Vary). cookie_names: declared Cookie() params and varied cookies.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        route: str,
+        query_names: Sequence[str] | None,
+        header_names: Sequence[str] = (),
+        cookie_names: Sequence[str] = (),
+    ) -> None: ...
+    @property
+    def prefix(self) -> str: ...
+
+def build_key(
+    spec: KeySpec,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    headers: Sequence[tuple[bytes, bytes]],
+    cookies: Mapping[str, str] | None = None,
+    /,
+) -> tuple[bytes, bytes]:
+    """Return (key, fingerprint): key is b"<prefix>:{<32 hex>}", fingerprint 8 bytes."""
+
+# --- the stored entry (csrc/entry.c) ------------------------------------------------------
+@final
+class Entry:
+    """What read_entry returns: all that a hit needs, in one call."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    etag: bytes
+    age: float  # seconds since the entry was created (>= 0)
+    remaining: float  # seconds of freshness left (negative once stale)
+    state: int  # FRESH, STALE or EXPIRED
+    compute_ms: float
+    ttl: float
+    grace: float
+    created: float
+    tags: list[str]
+
+def write_entry(
+    *,
+    status: int,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: Buffer,
+    created: float,
+    ttl: float,
+    grace: float = 0.0,
+    compute_ms: float = 0.0,
+    etag: bytes | None = None,
+    tags: Sequence[str] = (),
+    fingerprint: bytes = b"",
+    compression: int = 1,
+    min_size: int = 1024,
+    level: int = 3,
+) -> bytes:
+    """Encode one entry. etag=None computes a strong ETag from a BLAKE2b of the body."""
+
+def read_entry(data: Buffer, now: float, fingerprint: bytes | None = None, /) -> Entry | None:
+    """Decode an entry; None for anything malformed, foreign, newer or of another key."""
+
+def body_etag(body: Buffer, /) -> bytes:
+    """The strong ETag write_entry stores for this body, quotes included."""
+
+# --- freshness and refresh decisions (csrc/refresh.c) -------------------------------------
+def refresh_due(
+    compute_ms: float,
+    remaining_ms: float,
+    ttl_ms: float,
+    max_planning_ms: float,
+    buffer: float,
+    /,
+) -> bool: ...
+def xfetch_due(compute_ms: float, remaining_ms: float, beta: float, u: float, /) -> bool: ...
+
+# --- the in-process store (csrc/store.c) --------------------------------------------------
+@final
+class MemoryStore:
+    """A bounded map bytes -> bytes with per-item expiry, a byte budget and LRU eviction."""
+
+    def __init__(self, max_bytes: int = 67108864) -> None: ...
+    def get(self, key: bytes, now: float, /) -> bytes | None: ...
+    def set(self, key: bytes, value: bytes, expires_at: float, now: float, /) -> None: ...
+    def add(self, key: bytes, value: bytes, expires_at: float, now: float, /) -> bool: ...
+    def delete(self, key: bytes, /) -> bool: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
