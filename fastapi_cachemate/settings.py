@@ -1,0 +1,51 @@
+"""BaseCacheSettings: the seed's settings, same names and meanings, plus the new features'."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fastapi_cachemate.core.types import CompressionMode
+
+__all__ = ["DEFAULT_BYPASS_HEADER", "MAX_LOCK_TTL_SECONDS", "BaseCacheSettings"]
+
+MAX_LOCK_TTL_SECONDS: int = 5
+DEFAULT_BYPASS_HEADER: str = "X-BYPASS-CACHE"
+
+
+class BaseCacheSettings(BaseSettings):
+    """Settings of the cache. Subclass it with your own fields and env_prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # --- the seed's fields --------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    ttl_lock_seconds: int = Field(default=MAX_LOCK_TTL_SECONDS, ge=1)
+    bypass_header: str = Field(default=DEFAULT_BYPASS_HEADER)
+    bypass_value: str | None = Field(default=None)
+    # milliseconds (the seed's comment said seconds; its arithmetic is in ms)
+    max_planing_execution_time: int = Field(default=MAX_LOCK_TTL_SECONDS * 1000, ge=0)
+    buffer: float = Field(default=0.2, ge=0)
+    compression_mode: CompressionMode = Field(default="smart")
+    compression_min_size_bytes: int = Field(default=1024, ge=0)
+
+    # --- beyond the seed ----------------------------------------------------------------
+    compression_level: int = Field(default=3, ge=-7, le=22)
+    # "bypass": a request's Cache-Control no-cache / no-store skips the cache (the seed's);
+    # "ignore": client directives are ignored; "revalidate": no-cache / max-age=0 refresh
+    # the entry through the same single computation as everyone else.
+    client_cache_control: Literal["bypass", "ignore", "revalidate"] = "bypass"
+    refresh_strategy: Literal["window", "xfetch"] = "window"
+    xfetch_beta: float = Field(default=1.0, gt=0)
+    stale_while_revalidate: float = Field(default=0.0, ge=0)  # seconds served stale past ttl
+    stale_if_error: float = Field(default=0.0, ge=0)  # seconds a stale entry may cover errors
+    backend_timeout: float = Field(default=0.25, gt=0)  # seconds, every backend call
+    breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open it
+    breaker_reset: float = Field(default=5.0, gt=0)  # seconds before a probe
+    lock_wait_timeout: float | None = Field(default=None, gt=0)  # None: ttl_lock_seconds
+    memory_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_entry_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
