@@ -39,16 +39,16 @@ load_le64(const uint8_t *p)
     return v;
 }
 
-#define G(a, b, c, d, x, y)                                                   \
-    do {                                                                      \
-        v[a] = v[a] + v[b] + (x);                                             \
-        v[d] = rotr64(v[d] ^ v[a], 32);                                       \
-        v[c] = v[c] + v[d];                                                   \
-        v[b] = rotr64(v[b] ^ v[c], 24);                                       \
-        v[a] = v[a] + v[b] + (y);                                             \
-        v[d] = rotr64(v[d] ^ v[a], 16);                                       \
-        v[c] = v[c] + v[d];                                                   \
-        v[b] = rotr64(v[b] ^ v[c], 63);                                       \
+#define G(a, b, c, d, x, y)             \
+    do {                                \
+        v[a] = v[a] + v[b] + (x);       \
+        v[d] = rotr64(v[d] ^ v[a], 32); \
+        v[c] = v[c] + v[d];             \
+        v[b] = rotr64(v[b] ^ v[c], 24); \
+        v[a] = v[a] + v[b] + (y);       \
+        v[d] = rotr64(v[d] ^ v[a], 16); \
+        v[c] = v[c] + v[d];             \
+        v[b] = rotr64(v[b] ^ v[c], 63); \
     } while (0)
 
 static void
@@ -93,9 +93,11 @@ add_counter(cm_blake2b_ctx *ctx, uint64_t n)
 }
 
 int
-cm_blake2b_init(cm_blake2b_ctx *ctx, size_t outlen, const void *key, size_t keylen)
+cm_blake2b_init(cm_blake2b_ctx *ctx, size_t outlen, const void *key,
+                size_t keylen)
 {
-    if (outlen == 0 || outlen > CM_BLAKE2B_OUTBYTES || keylen > CM_BLAKE2B_KEYBYTES) {
+    if (outlen == 0 || outlen > CM_BLAKE2B_OUTBYTES ||
+        keylen > CM_BLAKE2B_KEYBYTES) {
         return -1;
     }
     for (int i = 0; i < 8; i++) {
@@ -118,7 +120,8 @@ cm_blake2b_update(cm_blake2b_ctx *ctx, const void *in, size_t inlen)
 {
     const uint8_t *p = (const uint8_t *)in;
     while (inlen > 0) {
-        /* the last block is compressed by final, so flush only when more follows */
+        /* the last block is compressed by final, so flush only when more
+         * follows */
         if (ctx->buflen == CM_BLAKE2B_BLOCKBYTES) {
             add_counter(ctx, CM_BLAKE2B_BLOCKBYTES);
             compress_block(ctx, ctx->buf, 0);
@@ -159,8 +162,8 @@ cm_blake2b_final(cm_blake2b_ctx *ctx, void *out)
 }
 
 int
-cm_blake2b(void *out, size_t outlen, const void *key, size_t keylen, const void *in,
-           size_t inlen)
+cm_blake2b(void *out, size_t outlen, const void *key, size_t keylen,
+           const void *in, size_t inlen)
 {
     cm_blake2b_ctx ctx;
     if (cm_blake2b_init(&ctx, outlen, key, keylen) < 0) {
@@ -180,24 +183,27 @@ py_blake2b(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_buffer data = {0}, key = {0};
     Py_ssize_t digest_size = 32;
     PyObject *out = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|ny*:blake2b", kwlist, &data,
-                                     &digest_size, &key)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|ny*:blake2b", kwlist,
+                                     &data, &digest_size, &key)) {
         return NULL;
     }
     if (digest_size < 1 || digest_size > CM_BLAKE2B_OUTBYTES) {
-        PyErr_Format(PyExc_ValueError, "digest_size must be 1..64, not %zd", digest_size);
+        PyErr_Format(PyExc_ValueError, "digest_size must be 1..64, not %zd",
+                     digest_size);
         goto done;
     }
     if (key.buf != NULL && key.len > CM_BLAKE2B_KEYBYTES) {
-        PyErr_Format(PyExc_ValueError, "key must be at most 64 bytes, not %zd", key.len);
+        PyErr_Format(PyExc_ValueError, "key must be at most 64 bytes, not %zd",
+                     key.len);
         goto done;
     }
     uint8_t digest[CM_BLAKE2B_OUTBYTES];
     cm_blake2b_ctx ctx;
-    cm_blake2b_init(&ctx, (size_t)digest_size, key.buf, key.buf ? (size_t)key.len : 0);
+    cm_blake2b_init(&ctx, (size_t)digest_size, key.buf,
+                    key.buf ? (size_t)key.len : 0);
     if (data.len > 4096) {
-        Py_BEGIN_ALLOW_THREADS
-        cm_blake2b_update(&ctx, data.buf, (size_t)data.len);
+        Py_BEGIN_ALLOW_THREADS cm_blake2b_update(&ctx, data.buf,
+                                                 (size_t)data.len);
         Py_END_ALLOW_THREADS
     }
     else {
@@ -214,7 +220,8 @@ done:
 }
 
 static PyMethodDef blake2b_methods[] = {
-    {"blake2b", (PyCFunction)(void (*)(void))py_blake2b, METH_VARARGS | METH_KEYWORDS,
+    {"blake2b", (PyCFunction)(void (*)(void))py_blake2b,
+     METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("blake2b($module, data, /, digest_size=32, key=b'')\n--\n\n"
                "BLAKE2b digest of data (RFC 7693).")},
     {NULL, NULL, 0, NULL},

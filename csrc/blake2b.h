@@ -18,7 +18,8 @@ typedef struct {
 } cm_blake2b_ctx;
 
 /* outlen 1..64, keylen 0..64; returns -1 on bad sizes (no exception set). */
-int cm_blake2b_init(cm_blake2b_ctx *ctx, size_t outlen, const void *key, size_t keylen);
+int cm_blake2b_init(cm_blake2b_ctx *ctx, size_t outlen, const void *key,
+                    size_t keylen);
 void cm_blake2b_update(cm_blake2b_ctx *ctx, const void *in, size_t inlen);
 void cm_blake2b_final(cm_blake2b_ctx *ctx, void *out);
 int cm_blake2b(void *out, size_t outlen, const void *key, size_t keylen,

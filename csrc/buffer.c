@@ -275,7 +275,8 @@ cm_mp_ext_header(cm_buf *b, int8_t type, size_t len)
             }
         }
         else {
-            PyErr_SetString(PyExc_ValueError, "ext is too large for MessagePack");
+            PyErr_SetString(PyExc_ValueError,
+                            "ext is too large for MessagePack");
             return -1;
         }
         return put_byte(b, (unsigned char)type);
@@ -314,11 +315,11 @@ load_be(const unsigned char *p, int n)
 }
 
 /* Take n bytes of fixed-size header payload. */
-#define NEED(n)                                                               \
-    do {                                                                      \
-        if (r->end - r->p < (n)) {                                            \
-            return -1;                                                        \
-        }                                                                     \
+#define NEED(n)                    \
+    do {                           \
+        if (r->end - r->p < (n)) { \
+            return -1;             \
+        }                          \
     } while (0)
 
 static int
@@ -373,15 +374,15 @@ cm_mp_read(cm_reader *r, cm_mp_item *it)
     }
     uint64_t n;
     switch (c) {
-    case 0xc0:
-        it->kind = CM_MP_NIL;
-        return 0;
+    case 0xc0: it->kind = CM_MP_NIL; return 0;
     case 0xc2:
     case 0xc3:
         it->kind = CM_MP_BOOL;
         it->u = c == 0xc3;
         return 0;
-    case 0xc4: case 0xc5: case 0xc6: {
+    case 0xc4:
+    case 0xc5:
+    case 0xc6: {
         int w = 1 << (c - 0xc4);
         NEED(w);
         n = load_be(r->p, w);
@@ -389,7 +390,9 @@ cm_mp_read(cm_reader *r, cm_mp_item *it)
         it->kind = CM_MP_BIN;
         return take_payload(r, it, n);
     }
-    case 0xc7: case 0xc8: case 0xc9: {
+    case 0xc7:
+    case 0xc8:
+    case 0xc9: {
         int w = 1 << (c - 0xc7);
         NEED(w + 1);
         n = load_be(r->p, w);
@@ -416,7 +419,10 @@ cm_mp_read(cm_reader *r, cm_mp_item *it)
         it->kind = CM_MP_FLOAT;
         return 0;
     }
-    case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf: {
         int w = 1 << (c - 0xcc);
         NEED(w);
         it->u = load_be(r->p, w);
@@ -424,7 +430,10 @@ cm_mp_read(cm_reader *r, cm_mp_item *it)
         it->kind = CM_MP_UINT;
         return 0;
     }
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
         int w = 1 << (c - 0xd0);
         NEED(w);
         uint64_t raw = load_be(r->p, w);
@@ -446,12 +455,18 @@ cm_mp_read(cm_reader *r, cm_mp_item *it)
         }
         return 0;
     }
-    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7:
+    case 0xd8:
         NEED(1);
         it->ext_type = (int8_t)*r->p++;
         it->kind = CM_MP_EXT;
         return take_payload(r, it, (uint64_t)1 << (c - 0xd4));
-    case 0xd9: case 0xda: case 0xdb: {
+    case 0xd9:
+    case 0xda:
+    case 0xdb: {
         int w = 1 << (c - 0xd9);
         NEED(w);
         n = load_be(r->p, w);
@@ -459,7 +474,8 @@ cm_mp_read(cm_reader *r, cm_mp_item *it)
         it->kind = CM_MP_STR;
         return take_payload(r, it, n);
     }
-    case 0xdc: case 0xdd: {
+    case 0xdc:
+    case 0xdd: {
         int w = c == 0xdc ? 2 : 4;
         NEED(w);
         n = load_be(r->p, w);
@@ -467,7 +483,8 @@ cm_mp_read(cm_reader *r, cm_mp_item *it)
         it->kind = CM_MP_ARRAY;
         return take_count(r, it, n, 1);
     }
-    case 0xde: case 0xdf: {
+    case 0xde:
+    case 0xdf: {
         int w = c == 0xde ? 2 : 4;
         NEED(w);
         n = load_be(r->p, w);
@@ -475,8 +492,7 @@ cm_mp_read(cm_reader *r, cm_mp_item *it)
         it->kind = CM_MP_MAP;
         return take_count(r, it, n, 2);
     }
-    default: /* 0xc1, never used */
-        return -1;
+    default: /* 0xc1, never used */ return -1;
     }
 }
 

@@ -3,7 +3,8 @@
  * cm_buf writes straight into a bytes object that it grows geometrically and
  * shrinks to size once at the end, so a finished encoding costs no extra copy.
  * cm_reader is the one bounds-checked way to read untrusted bytes: every read
- * checks what is left, and a container's length is capped by the bytes left. */
+ * checks what is left, and a container's length is capped by the bytes left.
+ */
 #ifndef CM_BUFFER_H
 #define CM_BUFFER_H
 
@@ -18,7 +19,7 @@ typedef struct {
 
 int cm_buf_init(cm_buf *b, Py_ssize_t initial_cap);
 int cm_buf_grow(cm_buf *b, Py_ssize_t extra); /* -1 with MemoryError set */
-PyObject *cm_buf_finish(cm_buf *b);          /* steals: b is empty after */
+PyObject *cm_buf_finish(cm_buf *b);           /* steals: b is empty after */
 void cm_buf_free(cm_buf *b);
 
 static inline int
@@ -65,7 +66,8 @@ cm_store_be64(char *p, uint64_t v)
     cm_store_be32(p + 4, (uint32_t)v);
 }
 
-/* ---- MessagePack writers: always the smallest encoding, as msgpack-python ---- */
+/* ---- MessagePack writers: always the smallest encoding, as msgpack-python
+ * ---- */
 
 int cm_mp_nil(cm_buf *b);
 int cm_mp_bool(cm_buf *b, int v);
@@ -97,12 +99,12 @@ typedef enum {
 
 typedef struct {
     cm_mp_kind kind;
-    int8_t ext_type;   /* CM_MP_EXT */
-    uint64_t u;        /* UINT, BOOL; ARRAY / MAP element count */
-    int64_t i;         /* INT */
-    double f;          /* FLOAT (float32 is widened) */
-    const char *ptr;   /* STR / BIN / EXT payload */
-    Py_ssize_t len;    /* STR / BIN / EXT payload length */
+    int8_t ext_type; /* CM_MP_EXT */
+    uint64_t u;      /* UINT, BOOL; ARRAY / MAP element count */
+    int64_t i;       /* INT */
+    double f;        /* FLOAT (float32 is widened) */
+    const char *ptr; /* STR / BIN / EXT payload */
+    Py_ssize_t len;  /* STR / BIN / EXT payload length */
 } cm_mp_item;
 
 typedef struct {

@@ -20,7 +20,8 @@ cm_zstd_compress(cm_state *st, const void *src, size_t n, int level)
     size_t got = ZSTD_compress(PyBytes_AS_STRING(out), bound, src, n, level);
     if (ZSTD_isError(got)) {
         Py_DECREF(out);
-        PyErr_Format(PyExc_ValueError, "zstd compression failed: %s", ZSTD_getErrorName(got));
+        PyErr_Format(PyExc_ValueError, "zstd compression failed: %s",
+                     ZSTD_getErrorName(got));
         return NULL;
     }
     if (_PyBytes_Resize(&out, (Py_ssize_t)got) < 0) {
@@ -33,8 +34,10 @@ PyObject *
 cm_zstd_decompress(cm_state *st, const void *src, size_t n, size_t max_size)
 {
     unsigned long long size = ZSTD_getFrameContentSize(src, n);
-    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size) {
-        PyErr_SetString(st->MalformedError, "zstd frame is malformed, unsized or too large");
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
+        size > max_size) {
+        PyErr_SetString(st->MalformedError,
+                        "zstd frame is malformed, unsized or too large");
         return NULL;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);

@@ -14,7 +14,8 @@ PyObject *cm_zstd_compress(cm_state *st, const void *src, size_t n, int level);
 /* Decompress one complete zstd frame into a new bytes object of at most
  * max_size bytes. Malformed input, trailing bytes or a larger result raise
  * MalformedError; never a crash, never more than max_size allocated. */
-PyObject *cm_zstd_decompress(cm_state *st, const void *src, size_t n, size_t max_size);
+PyObject *cm_zstd_decompress(cm_state *st, const void *src, size_t n,
+                             size_t max_size);
 
 CM_DECLARE_CONCERN(compress);
 

@@ -13,7 +13,10 @@ typedef struct {
     void (*clear)(cm_state *);
 } cm_concern;
 
-#define CONCERN(name) {cm_##name##_exec, cm_##name##_traverse, cm_##name##_clear}
+#define CONCERN(name)                                             \
+    {                                                             \
+        cm_##name##_exec, cm_##name##_traverse, cm_##name##_clear \
+    }
 
 static const cm_concern concerns[] = {
     CONCERN(blake2b), CONCERN(compress), CONCERN(msgpack), CONCERN(key),
@@ -33,13 +36,16 @@ native_exec(PyObject *module)
     if (st->MalformedError == NULL) {
         return -1;
     }
-    if (PyModule_AddObjectRef(module, "MalformedError", st->MalformedError) < 0) {
+    if (PyModule_AddObjectRef(module, "MalformedError", st->MalformedError) <
+        0) {
         return -1;
     }
-    if (PyModule_AddStringConstant(module, "__version__", CM_NATIVE_VERSION) < 0) {
+    if (PyModule_AddStringConstant(module, "__version__", CM_NATIVE_VERSION) <
+        0) {
         return -1;
     }
-    if (PyModule_AddStringConstant(module, "ZSTD_VERSION", ZSTD_versionString()) < 0) {
+    if (PyModule_AddStringConstant(module, "ZSTD_VERSION",
+                                   ZSTD_versionString()) < 0) {
         return -1;
     }
     for (size_t i = 0; i < N_CONCERNS; i++) {
@@ -95,7 +101,9 @@ static PyModuleDef_Slot native_slots[] = {
 PyModuleDef cm_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "fastapi_cachemate._native",
-    .m_doc = "The C core of fastapi-cachemate: keys, MessagePack, zstd, entries, store.",
+    .m_doc =
+        "The C core of fastapi-cachemate: keys, MessagePack, zstd, entries, "
+        "store.",
     .m_size = sizeof(cm_state),
     .m_slots = native_slots,
     .m_traverse = native_traverse,

@@ -29,7 +29,8 @@ cm_get_state(PyObject *module)
     return (cm_state *)PyModule_GetState(module);
 }
 
-/* The state from a heap type defined by this module (for methods of its types). */
+/* The state from a heap type defined by this module (for methods of its
+ * types). */
 static inline cm_state *
 cm_state_from_type(PyTypeObject *tp)
 {
