@@ -6,5 +6,21 @@ package use these instead of the extension.
 """
 
 from fastapi_cachemate._pure.blake2b import blake2b
+from fastapi_cachemate._pure.keys import KeySpec, build_key, key_material
+from fastapi_cachemate._pure.refresh import (
+    REFRESH_TTL_FLOOR,
+    refresh_due,
+    refresh_window,
+    xfetch_due,
+)
 
-__all__ = ["blake2b"]
+__all__ = [
+    "REFRESH_TTL_FLOOR",
+    "KeySpec",
+    "blake2b",
+    "build_key",
+    "key_material",
+    "refresh_due",
+    "refresh_window",
+    "xfetch_due",
+]
