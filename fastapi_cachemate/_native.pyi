@@ -67,6 +67,26 @@ class KeySpec:
     ) -> None: ...
     @property
     def prefix(self) -> str: ...
+    @property
+    def route(self) -> str: ...
+    @property
+    def query_names(self) -> tuple[str, ...] | None: ...
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """The header names, ASCII lower-cased."""
+    @property
+    def cookie_names(self) -> tuple[str, ...]: ...
+
+def key_material(
+    spec: KeySpec,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    headers: Sequence[tuple[bytes, bytes]],
+    cookies: Mapping[str, str] | None = None,
+    /,
+) -> bytes:
+    """The canonical encoding that build_key hashes (format: csrc/key.c, docs/design.md)."""
 
 def build_key(
     spec: KeySpec,
@@ -131,6 +151,14 @@ def body_etag(body: Buffer, /) -> bytes:
     """The strong ETag write_entry stores for this body, quotes included."""
 
 # --- freshness and refresh decisions (csrc/refresh.c) -------------------------------------
+# The rule: docs/design.md, "Refresh rule". Arguments are float or int (TypeError otherwise).
+REFRESH_TTL_FLOOR: Final[float]  # 0.05: the window is never shorter than this part of the ttl
+
+def refresh_window(
+    compute_ms: float, ttl_ms: float, max_planning_ms: float, buffer: float, /
+) -> float:
+    """ms before expiry from which refresh_due fires: max(b*c + min(3c, P), floor*ttl)."""
+
 def refresh_due(
     compute_ms: float,
     remaining_ms: float,

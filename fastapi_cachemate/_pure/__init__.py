@@ -20,6 +20,13 @@ from fastapi_cachemate._pure.entry import (
     read_entry,
     write_entry,
 )
+from fastapi_cachemate._pure.keys import KeySpec, build_key, key_material
+from fastapi_cachemate._pure.refresh import (
+    REFRESH_TTL_FLOOR,
+    refresh_due,
+    refresh_window,
+    xfetch_due,
+)
 from fastapi_cachemate._pure.store import STORE_EXPIRED_SCAN, STORE_ITEM_OVERHEAD, MemoryStore
 
 __all__ = [
@@ -30,13 +37,20 @@ __all__ = [
     "ENTRY_MAX_BODY",
     "EXPIRED",
     "FRESH",
+    "REFRESH_TTL_FLOOR",
     "STALE",
     "STORE_EXPIRED_SCAN",
     "STORE_ITEM_OVERHEAD",
     "Entry",
+    "KeySpec",
     "MemoryStore",
     "blake2b",
     "body_etag",
+    "build_key",
+    "key_material",
     "read_entry",
+    "refresh_due",
+    "refresh_window",
     "write_entry",
+    "xfetch_due",
 ]
