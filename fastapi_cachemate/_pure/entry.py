@@ -136,8 +136,15 @@ def body_etag(body: Buffer, /) -> bytes:
     return _etag_of(bytes(memoryview(body)))
 
 
+def _as_float(name: str, v: object) -> float:
+    """float(v) as PyFloat_AsDouble does it: numbers only, not str."""
+    if isinstance(v, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be a real number, not {type(v).__name__}")
+    return float(v)  # type: ignore[arg-type]
+
+
 def _finite(name: str, v: float, *, nonneg: bool) -> float:
-    f = float(v)
+    f = _as_float(name, v)
     if not math.isfinite(f) or (nonneg and f < 0):
         what = "a finite number >= 0" if nonneg else "a finite number"
         raise ValueError(f"{name} must be {what}, not {v!r}")
@@ -458,7 +465,7 @@ def _parse(data: bytes, now: float, fingerprint: bytes | None) -> Entry:
 def read_entry(data: Buffer, now: float, fingerprint: bytes | None = None, /) -> Entry | None:
     """Decode an entry; None for anything malformed, foreign, newer or of another key."""
     raw = bytes(memoryview(data))
-    now_f = float(now)
+    now_f = _as_float("now", now)
     if fingerprint is not None and not isinstance(fingerprint, bytes):
         raise TypeError(f"fingerprint must be bytes or None, not {type(fingerprint).__name__}")
     try:
