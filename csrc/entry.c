@@ -26,7 +26,8 @@
  *
  * The reader treats its input as hostile: every read goes through cm_mp_read
  * (bounds-checked), a zstd body must be one complete frame that declares its
- * content size, decodes to exactly `size` bytes and is followed by nothing, so
+ * content size as exactly `size` bytes, decodes to that and is followed by
+ * nothing (checked before any allocation), so
  * a bomb allocates at most `size` <= CM_ENTRY_MAX_BODY bytes. Anything else
  * (truncated, foreign magic, other version, wrong types, wrong fingerprint,
  * trailing bytes) is None: never an exception for bad bytes. It validates the
@@ -36,6 +37,7 @@
 
 #include <math.h>
 #include <structmember.h>
+#include <zstd.h>
 
 #include "blake2b.h"
 #include "buffer.h"
@@ -642,10 +644,17 @@ parse_entry(const char *data, Py_ssize_t len, const char *fp, Py_ssize_t fplen,
     if (cm_reader_left(&r) != 0) {
         return 0;
     }
-    if (e->codec == 0 && e->body_len != e->size) {
-        return 0;
+    if (e->codec == 0) {
+        return e->body_len == e->size;
     }
-    return 1;
+    /* one zstd frame (not a skippable one) that declares exactly size bytes
+     * and fills the body: checked here, whatever cm_zstd_decompress accepts */
+    static const unsigned char zstd_magic[4] = {0x28, 0xb5, 0x2f, 0xfd};
+    return e->body_len >= 4 && memcmp(e->body, zstd_magic, 4) == 0 &&
+           ZSTD_getFrameContentSize(e->body, (size_t)e->body_len) ==
+               (unsigned long long)e->size &&
+           ZSTD_findFrameCompressedSize(e->body, (size_t)e->body_len) ==
+               (size_t)e->body_len;
 }
 
 #undef READ

@@ -49,6 +49,7 @@ _FIELDS = 14
 _FINGERPRINT_SIZE = 8
 _ZSTD_MIN_LEVEL = -(1 << 17)
 _ZSTD_MAX_LEVEL = 22
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _BE = {1: ">B", 2: ">H", 4: ">I", 8: ">Q"}
 _BE_SIGNED = {1: ">b", 2: ">h", 4: ">i", 8: ">q"}
@@ -382,11 +383,13 @@ class _Reader:
 
 def _decompress(frame: bytes, size: int) -> bytes:
     """One complete zstd frame that decodes to exactly `size` bytes, or _Bad."""
+    if frame[:4] != _ZSTD_MAGIC:
+        raise _Bad  # a skippable frame or no frame at all
     try:
         declared = zstandard.frame_content_size(frame)
     except zstandard.ZstdError:
         raise _Bad from None
-    if declared < 0 or declared > size:
+    if declared != size:
         raise _Bad
     dobj = zstandard.ZstdDecompressor().decompressobj()
     try:
