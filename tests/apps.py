@@ -10,7 +10,7 @@ validator) ran, so that a test can tell a hit from a miss by more than the statu
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -78,7 +78,9 @@ def build_app(lifespan: Lifespan | None = None) -> FastAPI:
         calls["dependency"] += 1
         response.headers["x-dependency"] = str(calls["dependency"])
 
-    def maybe_bypass(x_user: Annotated[str | None, Query()] = None) -> Iterator[None]:
+    # async, as in the seed README: a sync generator dependency runs in a worker thread
+    # whose context copy never reaches the endpoint.
+    async def maybe_bypass(x_user: Annotated[str | None, Query()] = None) -> AsyncIterator[None]:
         if x_user:
             token = is_bypass.set(True)
             try:
