@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Query, Response
+from fastapi import Depends, FastAPI, Header, Query, Response
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -197,6 +197,22 @@ def build_app(lifespan: Lifespan | None = None) -> FastAPI:
     async def post_endpoint() -> dict[str, int]:
         calls["post"] += 1
         return {"n": calls["post"]}
+
+    @app.get("/echo")
+    @cache_response(ttl=60)
+    async def echo_endpoint(
+        q: str | None = None,
+        tags: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+        x_token: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        calls["echo"] += 1
+        return {"q": q, "tags": tags, "x_token": x_token}
+
+    @app.get("/names/{name}")
+    @cache_response(ttl=60)
+    async def name_endpoint(name: str) -> dict[str, str]:
+        calls["names"] += 1
+        return {"name": name}
 
     @app.get("/big")
     @cache_response(ttl=60)
