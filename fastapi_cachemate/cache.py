@@ -435,7 +435,10 @@ def _hit(entry: Any, sub_response: Response, ttl: float) -> Response:
 
 def _finish(headers: list[tuple[bytes, bytes]], status: CacheStatuses, ttl: float) -> None:
     """Add X-Cache-Status and, unless the endpoint set one, Cache-Control: max-age."""
-    if not any(name == _CACHE_CONTROL for name, _ in headers):
+    for name, _ in headers:
+        if name == _CACHE_CONTROL:
+            break
+    else:
         headers.append((_CACHE_CONTROL, b"max-age=%d" % int(ttl)))
     headers.append((_STATUS_HEADER, _STATUS_VALUES[status]))
 
