@@ -29,12 +29,14 @@ __all__ = [
     "client_skips_cache",
     "decide",
     "is_bypass",
+    "unstorable_reason",
 ]
 
 is_bypass: ContextVar[bool] = ContextVar("is_bypass", default=False)
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 _SKIP_DIRECTIVES = frozenset({"no-cache", "no-store"})
+_PRIVATE_DIRECTIVES = frozenset({"no-store", "private"})
 
 
 class CacheStatuses(str, Enum):
@@ -122,4 +124,27 @@ def decide(request: Request, bypass: ByPass, settings: BaseCacheSettings) -> Cac
     # "revalidate" (issue 4) behaves as "bypass" until the revalidation path exists.
     if settings.client_cache_control != "ignore" and client_skips_cache(request):
         return CacheStatuses.CACHE_NOT
+    return None
+
+
+def unstorable_reason(status: int, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why a rendered response must not be stored (None: it may be).
+
+    The minimal rule of a shared cache (issue 4 refines it): 2xx only; never a response that
+    sets a cookie (one client's cookie would be replayed to all) or that says
+    ``Cache-Control: no-store`` / ``private``. headers are the ones that would be stored
+    (those of the request's dependencies are already removed).
+    """
+    if not 200 <= status < 300:
+        return f"status {status}"
+    cache_control: list[str] = []
+    for name, value in headers:
+        if name == b"set-cookie":
+            return "set-cookie"
+        if name == b"cache-control":
+            cache_control.append(value.decode("latin-1"))
+    if cache_control:
+        found = _PRIVATE_DIRECTIVES.intersection(cache_control_directives(cache_control))
+        if found:
+            return f"cache-control: {', '.join(sorted(found))}"
     return None

@@ -16,7 +16,8 @@ them), and wraps the endpoint in one pipeline per request::
   are a miss, and the store that follows overwrites them;
 - hit: the stored status, headers and body, sent as they are (no validation, no JSON);
 - miss: the endpoint (a plain ``def`` in the threadpool, as FastAPI does), rendered as
-  FastAPI would (``_render``), stored through ``kernels.write_entry``.
+  FastAPI would (``_render``), stored through ``kernels.write_entry`` unless it must not
+  be (``_policy.unstorable_reason``: not 2xx, Set-Cookie, Cache-Control no-store/private).
 
 The cache never turns a request into an error: everything it does can fail into a plain
 call of the endpoint. Errors of the endpoint itself (and of its response model) propagate
@@ -41,7 +42,7 @@ from starlette.responses import Response
 
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, parse_vary
-from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass
+from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass, unstorable_reason
 from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
 from fastapi_cachemate._response import raw_response
 from fastapi_cachemate.cache_setup import CacheSetup
@@ -380,9 +381,15 @@ class _CachedEndpoint:
             result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
             return result
         stored_headers = without_headers(rendered.raw_headers, dependency_headers)
-        blob = _encode(rendered, stored_headers, self._ttl, compute_ms, fingerprint, settings, key)
-        if blob is not None:
-            await _store(backend, key, blob, self._ttl_ms)
+        reason = unstorable_reason(rendered.status_code, stored_headers)
+        if reason is not None:
+            logger.debug("cache: response for %r not stored (%s)", key, reason)
+        else:
+            blob = _encode(
+                rendered, stored_headers, self._ttl, compute_ms, fingerprint, settings, key
+            )
+            if blob is not None:
+                await _store(backend, key, blob, self._ttl_ms)
         _finish(rendered.raw_headers, CacheStatuses.CACHE_MISS, self._ttl)
         return rendered
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Header, Query, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -213,6 +213,39 @@ def build_app(lifespan: Lifespan | None = None) -> FastAPI:
     async def name_endpoint(name: str) -> dict[str, str]:
         calls["names"] += 1
         return {"name": name}
+
+    @app.get("/missing")
+    @cache_response(ttl=60)
+    async def missing_endpoint() -> dict[str, str]:
+        calls["missing"] += 1
+        raise HTTPException(status_code=404, detail="nope")
+
+    @app.get("/error-json")
+    @cache_response(ttl=60)
+    async def error_json_endpoint() -> JSONResponse:
+        calls["error-json"] += 1
+        return JSONResponse({"error": calls["error-json"]}, status_code=503)
+
+    @app.get("/cookie")
+    @cache_response(ttl=60)
+    async def cookie_endpoint(response: Response) -> dict[str, int]:
+        calls["cookie"] += 1
+        response.set_cookie("session", str(calls["cookie"]))
+        return {"n": calls["cookie"]}
+
+    @app.get("/private")
+    @cache_response(ttl=60)
+    async def private_endpoint(response: Response) -> dict[str, int]:
+        calls["private"] += 1
+        response.headers["Cache-Control"] = "private, max-age=10"
+        return {"n": calls["private"]}
+
+    @app.get("/own-cache-control")
+    @cache_response(ttl=60)
+    async def own_cache_control_endpoint(response: Response) -> dict[str, int]:
+        calls["own-cache-control"] += 1
+        response.headers["Cache-Control"] = "public, max-age=5"
+        return {"n": calls["own-cache-control"]}
 
     @app.get("/big")
     @cache_response(ttl=60)

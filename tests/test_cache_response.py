@@ -157,3 +157,30 @@ async def test_streaming_and_file_responses_pass_through(
             assert response.content == body
             assert response.headers[STATUS] == "NO_CACHE"
     assert app.state.calls[url.strip("/")] == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [("/missing", 404), ("/error-json", 503), ("/cookie", 200), ("/private", 200)],
+)
+async def test_responses_that_must_not_be_stored(
+    app_factory: AppFactory, url: str, status: int
+) -> None:
+    app = app_factory()
+    async with served(app) as client:
+        answers = [await client.get(url) for _ in range(2)]
+    assert [r.status_code for r in answers] == [status, status]
+    # an HTTPException is answered by FastAPI's handler: no cache header at all
+    expected = [None, None] if url == "/missing" else ["MISS", "MISS"]
+    assert [r.headers.get(STATUS) for r in answers] == expected
+    assert app.state.calls[url.strip("/")] == 2
+    if url == "/cookie":
+        assert [r.cookies["session"] for r in answers] == ["1", "2"]
+
+
+async def test_endpoint_cache_control_is_kept(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with served(app) as client:
+        _, second = await _miss_then_hit(client, "/own-cache-control")
+    assert second.headers.get_list("cache-control") == ["public, max-age=5"]
+    assert app.state.calls["own-cache-control"] == 1
