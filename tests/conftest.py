@@ -10,7 +10,12 @@
   ``--cluster-enabled yes`` formed by ``redis-cli --cluster create``; ``.nodes`` is the list
   of (host, port) startup nodes, ``.servers`` the processes.
 - ``redis_cluster_client`` (function): a ``redis.asyncio.RedisCluster`` over it, flushed.
+- ``cache_backend`` (function, parametrised ``memory`` / ``redis``): a MemoryBackend, or a
+  RedisBackend over ``redis_client``; ``cache_locks``: the matching lock manager.
 - ``clean_cache_setup`` (function): CacheSetup reset before and after the test.
+
+Helpers in tests/servers.py: ``command_calls(client)`` / ``command_delta(before, after)``
+count the commands a piece of code sent (INFO commandstats).
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from fastapi_cachemate.core.backends.memory import MemoryBackend
+from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.locks.memory import MemoryLockManager
+from fastapi_cachemate.core.locks.redis import RedisLockManager
+from fastapi_cachemate.core.types import Backend, LockManager
 from tests.servers import RedisCluster, RedisServer, ServerError, require_redis_binaries
 
 
@@ -93,6 +103,30 @@ async def redis_cluster_client(redis_cluster: RedisCluster) -> AsyncIterator[Asy
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def cache_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    backend: Backend
+    if request.param == "memory":
+        backend = MemoryBackend(max_bytes=1024 * 1024)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        client = aioredis.Redis(host=server.host, port=server.port, db=0)
+        await client.flushdb()
+        backend = RedisBackend(client)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+def cache_locks(cache_backend: Backend) -> LockManager:
+    if isinstance(cache_backend, RedisBackend):
+        return RedisLockManager(cache_backend)
+    assert isinstance(cache_backend, MemoryBackend)
+    return MemoryLockManager(cache_backend)
 
 
 @pytest.fixture

@@ -15,14 +15,17 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "INSTALL_HINT",
     "RedisCluster",
     "RedisServer",
     "ServerError",
+    "command_calls",
+    "command_delta",
     "free_port",
     "require_redis_binaries",
 ]
@@ -272,3 +275,22 @@ class RedisCluster:
     def stop(self) -> None:
         for server in self.servers:
             server.cleanup()
+
+
+async def command_calls(client: Any) -> Counter[str]:
+    """Calls per command so far, from INFO commandstats (``get``, ``set``, ``evalsha``...).
+
+    Take it before and after the code under test, on the same server, and subtract:
+    ``delta = after - before; del delta["info"]``.
+    """
+    info = await client.info("commandstats")
+    return Counter(
+        {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
+    )
+
+
+def command_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    """The commands run between two command_calls() snapshots, INFO itself left out."""
+    delta = after - before
+    delta.pop("info", None)
+    return dict(delta)
