@@ -248,7 +248,7 @@ async def test_redis_lock_expires(redis_server: RedisServer) -> None:
     try:
         await client.config_set("notify-keyspace-events", "Ex")
         await pubsub.subscribe("__keyevent@0__:expired")
-        assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
+        assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"
         token = await locks.try_lock(key, 20)
         assert token is not None
         assert await locks.try_lock(key, 20) is None
