@@ -49,6 +49,7 @@ _FIELDS = 14
 _FINGERPRINT_SIZE = 8
 _ZSTD_MIN_LEVEL = -(1 << 17)
 _ZSTD_MAX_LEVEL = 22
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _BE = {1: ">B", 2: ">H", 4: ">I", 8: ">Q"}
 _BE_SIGNED = {1: ">b", 2: ">h", 4: ">i", 8: ">q"}
@@ -136,8 +137,15 @@ def body_etag(body: Buffer, /) -> bytes:
     return _etag_of(bytes(memoryview(body)))
 
 
+def _as_float(name: str, v: object) -> float:
+    """float(v) as PyFloat_AsDouble does it: numbers only, not str."""
+    if isinstance(v, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be a real number, not {type(v).__name__}")
+    return float(v)  # type: ignore[arg-type]
+
+
 def _finite(name: str, v: float, *, nonneg: bool) -> float:
-    f = float(v)
+    f = _as_float(name, v)
     if not math.isfinite(f) or (nonneg and f < 0):
         what = "a finite number >= 0" if nonneg else "a finite number"
         raise ValueError(f"{name} must be {what}, not {v!r}")
@@ -375,11 +383,13 @@ class _Reader:
 
 def _decompress(frame: bytes, size: int) -> bytes:
     """One complete zstd frame that decodes to exactly `size` bytes, or _Bad."""
+    if frame[:4] != _ZSTD_MAGIC:
+        raise _Bad  # a skippable frame or no frame at all
     try:
         declared = zstandard.frame_content_size(frame)
     except zstandard.ZstdError:
         raise _Bad from None
-    if declared < 0 or declared > size:
+    if declared != size:
         raise _Bad
     dobj = zstandard.ZstdDecompressor().decompressobj()
     try:
@@ -458,7 +468,7 @@ def _parse(data: bytes, now: float, fingerprint: bytes | None) -> Entry:
 def read_entry(data: Buffer, now: float, fingerprint: bytes | None = None, /) -> Entry | None:
     """Decode an entry; None for anything malformed, foreign, newer or of another key."""
     raw = bytes(memoryview(data))
-    now_f = float(now)
+    now_f = _as_float("now", now)
     if fingerprint is not None and not isinstance(fingerprint, bytes):
         raise TypeError(f"fingerprint must be bytes or None, not {type(fingerprint).__name__}")
     try:

@@ -40,6 +40,8 @@ def _value(value: object) -> bytes:
 
 
 def _time(name: str, v: float) -> float:
+    if isinstance(v, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be a real number, not {type(v).__name__}")
     f = float(v)
     if math.isnan(f):
         raise ValueError(f"{name} must not be NaN")
