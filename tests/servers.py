@@ -139,6 +139,7 @@ class RedisServer:
         if self.running:
             return
         ready = threading.Event()
+        saw_ready_line = threading.Event()
         proc = subprocess.Popen(
             self._args(),
             stdin=subprocess.DEVNULL,
@@ -155,12 +156,14 @@ class RedisServer:
             for line in proc.stdout:
                 self._log.append(line)
                 if READY_LINE in line:
+                    saw_ready_line.set()
                     ready.set()
-            ready.set()  # EOF: the process ended; start() sees it below
+            ready.set()  # EOF: the process ended before (or after) getting ready
 
         self._reader = threading.Thread(target=follow, name=f"redis-{self.port}-log", daemon=True)
         self._reader.start()
-        if not ready.wait(START_TIMEOUT) or proc.poll() is not None:
+        ready.wait(START_TIMEOUT)
+        if not saw_ready_line.is_set():
             self.stop()
             raise ServerError(
                 f"redis-server on port {self.port} did not get ready:\n{self.log()[-3000:]}"
