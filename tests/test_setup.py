@@ -351,3 +351,22 @@ async def test_a_failing_callback_still_closes_the_backend() -> None:
         CacheSetup.remove_close_callback(broken)
     assert backend.closed == 1
     assert not CacheSetup.is_configured()
+
+
+async def test_close_also_waits_for_tasks_spawned_while_draining() -> None:
+    CacheSetup.setup()
+    done: list[str] = []
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+        done.append("child")
+
+    async def parent() -> None:
+        await asyncio.sleep(0)
+        CacheSetup.spawn(child())
+        done.append("parent")
+
+    CacheSetup.spawn(parent())
+    await CacheSetup.close()
+    assert done == ["parent", "child"]
+    assert CacheSetup.pending_tasks() == 0
