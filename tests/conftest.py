@@ -7,11 +7,12 @@
 - ``redis_process`` (function): a separate redis-server of its own for fault tests:
   ``.stop()`` and ``.start()`` again on the same port, ``.running``, ``.url``.
 - ``redis_cluster`` (session, started only when a test asks for it): 3 masters with
-  ``--cluster-enabled yes`` formed by ``redis-cli --cluster create``; ``.nodes`` is the list
-  of (host, port) startup nodes, ``.servers`` the processes.
+  ``--cluster-enabled yes`` formed by ``redis-cli --cluster create``: a
+  ``tests.servers.LocalCluster``; ``.nodes`` (or iterating it) gives the (host, port) startup
+  nodes, ``.servers`` the RedisServer processes (``.stop()`` / ``.start()`` one for faults).
 - ``redis_cluster_client`` (function): a ``redis.asyncio.RedisCluster`` over it, flushed.
 - ``cache_backend`` (function, parametrised ``memory`` / ``redis``): a MemoryBackend, or a
-  RedisBackend over ``redis_client``; ``cache_locks``: the matching lock manager.
+  RedisBackend over its own client on ``redis_server`` (flushed); ``cache_locks``: the matching lock manager.
 - ``clean_cache_setup`` (function): CacheSetup reset before and after the test.
 
 Helpers in tests/servers.py: ``command_calls(client)`` / ``command_delta(before, after)``
@@ -32,7 +33,7 @@ from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import Backend, LockManager
-from tests.servers import RedisCluster, RedisServer, ServerError, require_redis_binaries
+from tests.servers import LocalCluster, RedisServer, ServerError, require_redis_binaries
 
 
 def _require_binaries() -> None:
@@ -42,7 +43,7 @@ def _require_binaries() -> None:
         pytest.fail(str(exc), pytrace=False)
 
 
-def _start(server: RedisServer | RedisCluster) -> None:
+def _start(server: RedisServer | LocalCluster) -> None:
     try:
         server.start()
     except ServerError as exc:
@@ -82,9 +83,9 @@ def redis_process() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
+def redis_cluster() -> Iterator[LocalCluster]:
     _require_binaries()
-    cluster = RedisCluster(masters=3)
+    cluster = LocalCluster(masters=3)
     _start(cluster)
     try:
         yield cluster
@@ -93,7 +94,7 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture
-async def redis_cluster_client(redis_cluster: RedisCluster) -> AsyncIterator[AsyncRedisCluster]:
+async def redis_cluster_client(redis_cluster: LocalCluster) -> AsyncIterator[AsyncRedisCluster]:
     client = AsyncRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in redis_cluster.nodes]
     )

@@ -16,12 +16,13 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "INSTALL_HINT",
-    "RedisCluster",
+    "LocalCluster",
     "RedisServer",
     "ServerError",
     "command_calls",
@@ -199,7 +200,7 @@ class RedisServer:
         self.cleanup()
 
 
-class RedisCluster:
+class LocalCluster:
     """A local Redis Cluster of ``masters`` nodes with no replicas, formed by redis-cli."""
 
     def __init__(self, masters: int = 3) -> None:
@@ -218,6 +219,12 @@ class RedisCluster:
     def nodes(self) -> list[tuple[str, int]]:
         """(host, port) of every master: the startup nodes for a cluster client."""
         return [(server.host, server.port) for server in self.servers]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.servers)
 
     def start(self) -> None:
         _, cli = require_redis_binaries()
