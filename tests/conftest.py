@@ -12,7 +12,8 @@
   nodes, ``.servers`` the RedisServer processes (``.stop()`` / ``.start()`` one for faults).
 - ``redis_cluster_client`` (function): a ``redis.asyncio.RedisCluster`` over it, flushed.
 - ``cache_backend`` (function, parametrised ``memory`` / ``redis``): a MemoryBackend, or a
-  RedisBackend over its own client on ``redis_server`` (flushed); ``cache_locks``: the matching lock manager.
+  RedisBackend over its own client on ``redis_server`` (flushed); ``cache_locks``: the
+  matching lock manager.
 - ``clean_cache_setup`` (function): CacheSetup reset before and after the test.
 
 Helpers in tests/servers.py: ``command_calls(client)`` / ``command_delta(before, after)``
