@@ -123,6 +123,9 @@ async def test_seed_acquire_uses_five_seconds_by_default(
 
 
 # --- in process: expiry on a controlled clock ---------------------------------------------
+TICK = 2.0**-10  # seconds, exactly representable (about 0.98 ms)
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -136,9 +139,9 @@ async def test_memory_lock_expires() -> None:
     locks = MemoryLockManager(clock=clock)
     token = await locks.try_lock(KEY, 1_000)
     assert token is not None
-    clock.now += 0.999
+    clock.now += 1 - TICK  # binary-exact steps: no float rounding at the boundary
     assert await locks.try_lock(KEY, 1_000) is None
-    clock.now += 0.001
+    clock.now += TICK
     second = await locks.try_lock(KEY, 1_000)
     assert second is not None
     assert await locks.unlock(KEY, token) is False  # the expired owner cannot release it
@@ -175,9 +178,9 @@ async def test_memory_lock_manager_accepts_a_backend_and_lock_ttl() -> None:
     locks = MemoryLockManager(MemoryBackend(max_bytes=4096), lock_ttl=2, clock=clock)
     assert locks.lock_ttl == 2
     assert await locks.acquire("seed") is True
-    clock.now += 1.999
+    clock.now += 2 - TICK
     assert await locks.acquire("seed") is False
-    clock.now += 0.001
+    clock.now += TICK
     assert await locks.acquire("seed") is True
     with pytest.raises(ValueError, match="lock_ttl"):
         MemoryLockManager(lock_ttl=-1)
