@@ -8,6 +8,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.redis import RedisLockManager
+from tests.servers import LocalCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 
@@ -16,6 +17,7 @@ def keys_on_every_node(client: RedisCluster) -> list[bytes]:
     """One cache-shaped key (``<prefix>:{<hex>}``) per master, found by slot."""
     by_node: dict[str, bytes] = {}
     masters = {node.name for node in client.get_primaries()}
+    assert masters, "the cluster client is not initialised yet"
     i = 0
     while set(by_node) != masters:
         key = b"p:{%032x}" % i
@@ -93,3 +95,19 @@ async def test_seed_lock_methods_on_the_cluster(redis_cluster_client: RedisClust
 async def test_cluster_connections_use_hiredis(redis_cluster_client: RedisCluster) -> None:
     backend = RedisBackend(redis_cluster_client)
     assert backend.parser_class is _AsyncHiredisParser
+
+
+async def test_from_url_on_the_cluster(redis_cluster: LocalCluster) -> None:
+    host, port = redis_cluster.nodes[0]
+    backend = RedisBackend.from_url(f"redis://{host}:{port}", cluster=True)
+    try:
+        assert backend.is_cluster
+        await backend.store(b"p:{first}", b"v", 60_000)  # the client learns the slot map
+        keys = keys_on_every_node(backend.client)  # type: ignore[arg-type]
+        assert len(keys) == 3
+        for key in keys:
+            await backend.store(key, b"v", 60_000)
+        assert [await backend.fetch(key) for key in keys] == [b"v"] * len(keys)
+        assert await backend.delete(*keys) == len(keys)
+    finally:
+        await backend.close()

@@ -177,3 +177,14 @@ async def test_seed_lock_methods_log_and_return_false_when_down(
         assert any("release 'seed-lock' failed" in m for m in messages)
     finally:
         await backend.close()
+
+
+async def test_from_url(redis_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(redis_server.url, socket_timeout=5)
+    try:
+        assert not backend.is_cluster
+        await backend.store(b"p:{url}", b"v", 60_000)
+        assert await backend.fetch(b"p:{url}") == b"v"
+        assert backend.parser_class is _AsyncHiredisParser
+    finally:
+        await backend.close()
