@@ -180,7 +180,8 @@ class CacheSetup:
 
     @classmethod
     def is_configured(cls) -> bool:
-        """True after setup() and until close()."""
+        """True after setup() and until close() starts (accessors keep answering during
+        and after close(), so that in-flight and draining work can finish)."""
         return cls._config is not None and not cls._config.closed
 
     @classmethod
