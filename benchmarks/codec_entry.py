@@ -116,7 +116,7 @@ def run() -> str:
         f"(zstd, smart mode, min_size {MIN_SIZE}).",
         "",
         "| payload | JSON bytes | seed stored | ours stored | seed write µs | ours write µs "
-        "| write ×  | seed read µs | ours read µs | read × |",
+        "| write ratio | seed read µs | ours read µs | read ratio |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, items in SIZES:
@@ -142,7 +142,7 @@ def run() -> str:
         f"Python {platform.python_version()}, zstd {_native.ZSTD_VERSION}, "
         f"zlib {zlib.ZLIB_RUNTIME_VERSION}, orjson {orjson.__version__}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        "× = seed time / our time (higher is better). "
+        "ratio = seed time / our time (higher is better). "
         "Command: `.venv/bin/python -m benchmarks.codec_entry`.",
     ]
     return "\n".join(lines)
