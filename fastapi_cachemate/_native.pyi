@@ -179,7 +179,7 @@ class MemoryStore:
     thread-safe by itself: it relies on the GIL (every method runs without releasing it).
     """
 
-    def __init__(self, max_bytes: int = 67108864) -> None: ...
+    def __new__(cls, max_bytes: int = 67108864) -> MemoryStore: ...
     def get(self, key: bytes, now: float, /) -> bytes | None:
         """The value (now the most recent item), or None; drops an expired item."""
     def get_with_expiry(self, key: bytes, now: float, /) -> tuple[bytes, float] | None:

@@ -180,7 +180,8 @@ class CacheSetup:
 
     @classmethod
     def is_configured(cls) -> bool:
-        """True after setup() and until close()."""
+        """True after setup() and until close() starts (accessors keep answering during
+        and after close(), so that in-flight and draining work can finish)."""
         return cls._config is not None and not cls._config.closed
 
     @classmethod
@@ -229,7 +230,7 @@ class CacheSetup:
     @classmethod
     def pending_tasks(cls) -> int:
         """Background tasks started by spawn() that have not ended."""
-        return len(cls._tasks)
+        return sum(1 for task in cls._tasks if not task.done())
 
     @classmethod
     def add_close_callback(cls, callback: CloseCallback) -> None:
@@ -245,22 +246,27 @@ class CacheSetup:
     @classmethod
     async def _drain(cls, timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        # A task of another (finished) event loop cannot be awaited here: forget it.
-        stale = {task for task in cls._tasks if task.get_loop() is not loop}
-        cls._tasks.difference_update(stale)
-        tasks = set(cls._tasks)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        if pending:
-            logger.warning(
-                "CacheSetup.close(): cancelling %d background task(s) still running after %.1fs",
-                len(pending),
-                timeout,
-            )
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending)
+        deadline = loop.time() + timeout
+        while True:
+            # A task of another (finished) event loop cannot be awaited here: forget it.
+            stale = {task for task in cls._tasks if task.get_loop() is not loop}
+            cls._tasks.difference_update(stale)
+            tasks = {task for task in cls._tasks if not task.done()}
+            if not tasks:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            # tasks started while draining (a refresh that spawns) are picked up next round
+            await asyncio.wait(tasks, timeout=left)
+        logger.warning(
+            "CacheSetup.close(): cancelling %d background task(s) still running after %.1fs",
+            len(tasks),
+            timeout,
+        )
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
 
     @classmethod
     async def close(cls) -> None:

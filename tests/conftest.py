@@ -7,10 +7,17 @@
 - ``redis_process`` (function): a separate redis-server of its own for fault tests:
   ``.stop()`` and ``.start()`` again on the same port, ``.running``, ``.url``.
 - ``redis_cluster`` (session, started only when a test asks for it): 3 masters with
-  ``--cluster-enabled yes`` formed by ``redis-cli --cluster create``; ``.nodes`` is the list
-  of (host, port) startup nodes, ``.servers`` the processes.
+  ``--cluster-enabled yes`` formed by ``redis-cli --cluster create``: a
+  ``tests.servers.LocalCluster``; ``.nodes`` (or iterating it) gives the (host, port) startup
+  nodes, ``.servers`` the RedisServer processes (``.stop()`` / ``.start()`` one for faults).
 - ``redis_cluster_client`` (function): a ``redis.asyncio.RedisCluster`` over it, flushed.
+- ``cache_backend`` (function, parametrised ``memory`` / ``redis``): a MemoryBackend, or a
+  RedisBackend over its own client on ``redis_server`` (flushed); ``cache_locks``: the
+  matching lock manager.
 - ``clean_cache_setup`` (function): CacheSetup reset before and after the test.
+
+Helpers in tests/servers.py: ``command_calls(client)`` / ``command_delta(before, after)``
+count the commands a piece of code sent (INFO commandstats).
 """
 
 from __future__ import annotations
@@ -22,7 +29,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from tests.servers import RedisCluster, RedisServer, ServerError, require_redis_binaries
+from fastapi_cachemate.core.backends.memory import MemoryBackend
+from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.locks.memory import MemoryLockManager
+from fastapi_cachemate.core.locks.redis import RedisLockManager
+from fastapi_cachemate.core.types import Backend, LockManager
+from tests.servers import LocalCluster, RedisServer, ServerError, require_redis_binaries
 
 
 def _require_binaries() -> None:
@@ -32,7 +44,7 @@ def _require_binaries() -> None:
         pytest.fail(str(exc), pytrace=False)
 
 
-def _start(server: RedisServer | RedisCluster) -> None:
+def _start(server: RedisServer | LocalCluster) -> None:
     try:
         server.start()
     except ServerError as exc:
@@ -72,9 +84,9 @@ def redis_process() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
+def redis_cluster() -> Iterator[LocalCluster]:
     _require_binaries()
-    cluster = RedisCluster(masters=3)
+    cluster = LocalCluster(masters=3)
     _start(cluster)
     try:
         yield cluster
@@ -83,7 +95,7 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture
-async def redis_cluster_client(redis_cluster: RedisCluster) -> AsyncIterator[AsyncRedisCluster]:
+async def redis_cluster_client(redis_cluster: LocalCluster) -> AsyncIterator[AsyncRedisCluster]:
     client = AsyncRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in redis_cluster.nodes]
     )
@@ -93,6 +105,30 @@ async def redis_cluster_client(redis_cluster: RedisCluster) -> AsyncIterator[Asy
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def cache_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    backend: Backend
+    if request.param == "memory":
+        backend = MemoryBackend(max_bytes=1024 * 1024)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        client = aioredis.Redis(host=server.host, port=server.port, db=0)
+        await client.flushdb()
+        backend = RedisBackend(client)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+def cache_locks(cache_backend: Backend) -> LockManager:
+    if isinstance(cache_backend, RedisBackend):
+        return RedisLockManager(cache_backend)
+    assert isinstance(cache_backend, MemoryBackend)
+    return MemoryLockManager(cache_backend)
 
 
 @pytest.fixture

@@ -15,14 +15,18 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "INSTALL_HINT",
-    "RedisCluster",
+    "LocalCluster",
     "RedisServer",
     "ServerError",
+    "command_calls",
+    "command_delta",
     "free_port",
     "require_redis_binaries",
 ]
@@ -136,6 +140,7 @@ class RedisServer:
         if self.running:
             return
         ready = threading.Event()
+        saw_ready_line = threading.Event()
         proc = subprocess.Popen(
             self._args(),
             stdin=subprocess.DEVNULL,
@@ -152,12 +157,14 @@ class RedisServer:
             for line in proc.stdout:
                 self._log.append(line)
                 if READY_LINE in line:
+                    saw_ready_line.set()
                     ready.set()
-            ready.set()  # EOF: the process ended; start() sees it below
+            ready.set()  # EOF: the process ended before (or after) getting ready
 
         self._reader = threading.Thread(target=follow, name=f"redis-{self.port}-log", daemon=True)
         self._reader.start()
-        if not ready.wait(START_TIMEOUT) or proc.poll() is not None:
+        ready.wait(START_TIMEOUT)
+        if not saw_ready_line.is_set():
             self.stop()
             raise ServerError(
                 f"redis-server on port {self.port} did not get ready:\n{self.log()[-3000:]}"
@@ -193,7 +200,7 @@ class RedisServer:
         self.cleanup()
 
 
-class RedisCluster:
+class LocalCluster:
     """A local Redis Cluster of ``masters`` nodes with no replicas, formed by redis-cli."""
 
     def __init__(self, masters: int = 3) -> None:
@@ -212,6 +219,12 @@ class RedisCluster:
     def nodes(self) -> list[tuple[str, int]]:
         """(host, port) of every master: the startup nodes for a cluster client."""
         return [(server.host, server.port) for server in self.servers]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.servers)
 
     def start(self) -> None:
         _, cli = require_redis_binaries()
@@ -272,3 +285,22 @@ class RedisCluster:
     def stop(self) -> None:
         for server in self.servers:
             server.cleanup()
+
+
+async def command_calls(client: Any) -> Counter[str]:
+    """Calls per command so far, from INFO commandstats (``get``, ``set``, ``evalsha``...).
+
+    Take it before and after the code under test, on the same server, and subtract:
+    ``delta = after - before; del delta["info"]``.
+    """
+    info = await client.info("commandstats")
+    return Counter(
+        {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
+    )
+
+
+def command_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    """The commands run between two command_calls() snapshots, INFO itself left out."""
+    delta = after - before
+    delta.pop("info", None)
+    return dict(delta)

@@ -64,6 +64,20 @@ class RedisBackend(Backend):
                 "(pip install 'redis[hiredis]')"
             )
 
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> RedisBackend:
+        """A backend over a new client for url (``redis://host:port/db``, ``rediss://``...).
+
+        cluster=True makes a ``RedisCluster`` (url names one startup node). Keyword arguments
+        go to the client (socket_timeout, max_connections...). close() closes that client.
+        """
+        client: RedisClient
+        if cluster:
+            client = RedisCluster.from_url(url, **kwargs)
+        else:
+            client = aioredis.Redis.from_url(url, **kwargs)
+        return cls(client)
+
     # --- the seed's interface -------------------------------------------------------------
     async def get(self, key: str) -> tuple[int, bytes | None]:
         """(PTTL in ms, value): GET and PTTL in one round trip, as the seed did."""
