@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Collection, Iterable
-from typing import Any, Union, get_args, get_origin
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import params
 from fastapi.dependencies import utils as fastapi_dep_utils
 from fastapi.dependencies.models import Dependant
 from pydantic import AliasChoices, AliasPath, BaseModel, Json
+from starlette.requests import HTTPConnection
 
 __all__ = ["ReadPlan", "check_endpoint", "plan_for_dependant"]
 
@@ -289,14 +290,13 @@ def plan_for_dependant(
     dependant: Dependant,
     *,
     endpoint_name: str,
-    top_level_names: Collection[str] | None = None,
+    top_level_readers: Sequence[str] | None = None,
 ) -> ReadPlan:
     """Walk a dependant tree and collect what it reads.
 
-    top_level_names: the endpoint's own parameter names. A Request/WebSocket/HTTPConnection
-    parameter of the top-level dependant that is not among them was added by a wrapping
-    decorator (the cache's own, typically) and is not a read by the endpoint. None: count
-    every such parameter.
+    top_level_readers: the endpoint's own Request/WebSocket/HTTPConnection parameters, when
+    a wrapping decorator changed the signature FastAPI sees (``own_raw_readers``); None to
+    take them from the top-level dependant.
     """
     plan = ReadPlan()
     stack: list[tuple[Dependant, str, bool]] = [(dependant, endpoint_name, True)]
@@ -324,26 +324,55 @@ def plan_for_dependant(
             _add_cookie_field(field, plan, where)
         if dep.body_params:
             plan.reads_body = True
-        for attr in ("request_param_name", "websocket_param_name", "http_connection_param_name"):
-            reader: str | None = getattr(dep, attr, None)
-            if not reader:
-                continue
-            if top and top_level_names is not None and reader not in top_level_names:
-                continue
-            plan.raw_readers.append(f"{where} (parameter {reader!r}: {_describe(call)})")
+        if top and top_level_readers is not None:
+            readers = list(top_level_readers)
+        else:
+            readers = [
+                reader
+                for attr in (
+                    "request_param_name",
+                    "websocket_param_name",
+                    "http_connection_param_name",
+                )
+                if (reader := getattr(dep, attr, None))
+            ]
+        plan.raw_readers.extend(
+            f"{where} (parameter {reader!r}: {_describe(call)})" for reader in readers
+        )
         stack.extend((sub, where, False) for sub in reversed(dep.dependencies))
     return plan
 
 
-def own_parameter_names(endpoint: Callable[..., Any]) -> set[str] | None:
-    """The parameters of the function a decorator wrapped, or None when it is not wrapped."""
+def own_raw_readers(
+    endpoint: Callable[..., Any], injected: Collection[str] = ()
+) -> list[str] | None:
+    """The Request/WebSocket/HTTPConnection parameters the endpoint itself declares.
+
+    A wrapping decorator (the cache's own, typically) may add such a parameter for itself:
+    the function it wrapped (``__wrapped__``) says what the endpoint reads, and ``injected``
+    names parameters to ignore when the wrapper does not set ``__wrapped__``. None when the
+    endpoint is not wrapped and nothing is injected: FastAPI's dependant then says it.
+    (FastAPI records one request parameter per dependant, so the dependant cannot tell.)
+    """
     inner = inspect.unwrap(endpoint)
-    if inner is endpoint:
+    if inner is endpoint and not injected:
         return None
     try:
-        return set(inspect.signature(inner).parameters)
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        signature = fastapi_dep_utils.get_typed_signature(inner)
+    except (TypeError, ValueError, NameError):  # pragma: no cover - FastAPI fails alike
         return None
+    readers: list[str] = []
+    for param in signature.parameters.values():
+        if param.name in injected or isinstance(param.default, params.Depends):
+            continue
+        annotation = param.annotation
+        if get_origin(annotation) is Annotated:
+            annotation, *meta = get_args(annotation)
+            if any(isinstance(m, params.Depends) for m in meta):
+                continue
+        if inspect.isclass(annotation) and issubclass(annotation, HTTPConnection):
+            readers.append(param.name)
+    return readers
 
 
 def describe_endpoint(endpoint: Callable[..., Any]) -> str:

@@ -178,14 +178,11 @@ class RouteKeyer:
         without it.
         """
         endpoint = route.endpoint
-        own = _introspect.own_parameter_names(endpoint)
-        if own is not None and injected:
-            own -= set(injected)
-        elif own is None and injected:
-            own = {p.name for p in _signature_params(endpoint) if p.name not in set(injected)}
         name = _introspect.describe_endpoint(endpoint)
         plan = _introspect.plan_for_dependant(
-            route.dependant, endpoint_name=name, top_level_names=own
+            route.dependant,
+            endpoint_name=name,
+            top_level_readers=_introspect.own_raw_readers(endpoint, frozenset(injected)),
         )
         vary_headers, vary_cookies = parse_vary(vary)
         headers = set(plan.header_names) | set(vary_headers)
@@ -287,12 +284,3 @@ class RouteKeyer:
             f"RouteKeyer(mode={self._mode}, query={self.query_names}, "
             f"headers={self.header_names}, cookies={self.cookie_names})"
         )
-
-
-def _signature_params(func: Any) -> list[Any]:
-    import inspect
-
-    try:
-        return list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):  # pragma: no cover
-        return []
