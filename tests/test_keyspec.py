@@ -798,3 +798,76 @@ def test_key_kernels_fixture_swaps_the_builder(request: pytest.FixtureRequest) -
     from fastapi_cachemate import _keyspec
 
     assert _keyspec.kernels is request.getfixturevalue("key_kernels")
+
+
+# --- through a real HTTP client --------------------------------------------------------------
+
+
+class ScopeRecorder:
+    """ASGI middleware that keeps the scope of each request (routing fills in "route")."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.scopes.append(scope)
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/plain", [("a", "x y"), ("n", "3"), ("utm", "1")]),
+        ("/list", [("t", "é&=+"), ("t", "~!*()")]),
+        ("/files/a b/c:d/é", []),
+        ("/raw/a b/c:d/é", [("x", "a b"), ("y", "é&=+"), ("z", "~!*()")]),
+    ],
+)
+async def test_key_for_matches_what_an_http_client_sends(
+    app: FastAPI, path: str, params: list[tuple[str, str]]
+) -> None:
+    """key_for (invalidation by parameters) gives the key of a request that httpx sends."""
+    import httpx
+
+    recorder = ScopeRecorder(app)
+    transport = httpx.ASGITransport(app=recorder)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get(path, params=params)
+        again = await client.get(path, params=params, headers={"x-forwarded-host": "evil"})
+    assert response.status_code == again.status_code == 200
+    assert response.content == again.content
+    first, second = recorder.scopes
+    keyer = RouteKeyer.for_route(first["route"], prefix="t")
+    key = keyer.key(StarletteRequest(first))
+    assert key == keyer.key(StarletteRequest(second))
+    assert key == keyer.key_for(path=path, query=params, headers=[(b"host", b"testserver")])
+
+
+async def test_route_and_router_level_dependencies_enter_the_key() -> None:
+    """dependencies=[...] on the route, the router and the app can answer 4xx by their
+    own parameters: what they read is keyed like the endpoint's own parameters."""
+    from fastapi import APIRouter, HTTPException
+
+    def app_level(region: str | None = None) -> None:
+        if region == "blocked":
+            raise HTTPException(403)
+
+    def router_level(x_tenant: Annotated[str | None, Header()] = None) -> None:
+        return None
+
+    def route_level(version: Annotated[str, Query(alias="v")] = "1") -> None:
+        return None
+
+    app = FastAPI(dependencies=[Depends(app_level)])
+    router = APIRouter(dependencies=[Depends(router_level)])
+
+    @router.get("/r", dependencies=[Depends(route_level)])
+    async def r(a: str = "") -> Any:
+        return {"a": a}
+
+    app.include_router(router)
+    keyer = KeyProbe(app).keyer("/r")
+    assert keyer.query_names == ("a", "region", "v")
+    assert keyer.header_names == ("x-tenant",)
