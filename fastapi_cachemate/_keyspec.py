@@ -20,17 +20,25 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 
 from fastapi_cachemate import _introspect
 from fastapi_cachemate._kernels import kernels
 
-__all__ = ["RouteKeyer", "UnkeyableRequestError", "check_endpoint", "parse_vary"]
+__all__ = [
+    "RouteKeyer",
+    "RouteLike",
+    "UnkeyableRequestError",
+    "check_endpoint",
+    "effective_route",
+    "parse_vary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,37 @@ _RAW = "raw"
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # What a client leaves unencoded in a path (RFC 3986 pchar and "/"): key_for's canonical form.
 _PATH_SAFE = "/:@!$&'()*+,;=~"
+
+
+class RouteLike(Protocol):
+    """What for_route reads of a route: an APIRoute, or the route context FastAPI >= 0.130
+    runs for a route of an included router (``effective_route``)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def endpoint(self) -> Callable[..., Any]: ...
+    @property
+    def dependant(self) -> Dependant | None: ...
+
+
+def effective_route(scope: MutableMapping[str, Any]) -> APIRoute | RouteLike:
+    """The route FastAPI runs for this request, with every dependency it solves.
+
+    Recent FastAPI versions (0.165 here) keep ``include_router(..., prefix=...,
+    dependencies=[...])`` and the app's own ``dependencies=[...]`` out of the APIRoute: the
+    APIRoute in ``scope["route"]`` then lacks those dependencies (and the include prefix),
+    and the route context in ``scope["fastapi"]["effective_route_context"]`` has them. That
+    context is built once per inclusion, so it can key a per-route cache of keyers as the
+    APIRoute does. Older versions copy routes on inclusion: ``scope["route"]`` is complete.
+    """
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        context = fastapi_scope.get("effective_route_context")
+        if context is not None and getattr(context, "dependant", None) is not None:
+            return context  # type: ignore[no-any-return]
+    route: APIRoute = scope["route"]
+    return route
 
 
 class UnkeyableRequestError(ValueError):
@@ -164,13 +203,14 @@ class RouteKeyer:
     @classmethod
     def for_route(
         cls,
-        route: APIRoute,
+        route: APIRoute | RouteLike,
         *,
         prefix: str,
         vary: Sequence[str] = (),
         injected: Collection[str] = (),
     ) -> RouteKeyer:
-        """Prepare the keyer of a route.
+        """Prepare the keyer of a route: pass ``effective_route(request.scope)``, so that
+        dependencies added by ``include_router`` and the app are seen (see there).
 
         injected: names of top-level parameters that a wrapping decorator added to the
         endpoint's signature (a ``Request`` it needs for itself). Parameters that are not in
@@ -178,9 +218,12 @@ class RouteKeyer:
         without it.
         """
         endpoint = route.endpoint
+        dependant = route.dependant
+        if dependant is None:
+            raise ValueError(f"route {route.path!r} has no dependant: not a FastAPI route")
         name = _introspect.describe_endpoint(endpoint)
         plan = _introspect.plan_for_dependant(
-            route.dependant,
+            dependant,
             endpoint_name=name,
             top_level_readers=_introspect.own_raw_readers(endpoint, frozenset(injected)),
         )

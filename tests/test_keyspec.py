@@ -845,14 +845,18 @@ async def test_key_for_matches_what_an_http_client_sends(
     assert key == keyer.key_for(path=path, query=params, headers=[(b"host", b"testserver")])
 
 
-async def test_route_and_router_level_dependencies_enter_the_key() -> None:
-    """dependencies=[...] on the route, the router and the app can answer 4xx by their
-    own parameters: what they read is keyed like the endpoint's own parameters."""
+async def test_app_include_router_and_route_dependencies_enter_the_key() -> None:
+    """dependencies=[...] on the app, on include_router, on the router and on the route can
+    answer 4xx by their own parameters: what they read is keyed like the endpoint's own.
+    FastAPI 0.165 leaves the app- and include-level ones out of scope["route"]."""
     from fastapi import APIRouter, HTTPException
 
-    def app_level(region: str | None = None) -> None:
-        if region == "blocked":
+    def app_level(zone: str | None = None) -> None:
+        if zone == "blocked":
             raise HTTPException(403)
+
+    def include_level(region: str | None = None) -> None:
+        return None
 
     def router_level(x_tenant: Annotated[str | None, Header()] = None) -> None:
         return None
@@ -861,13 +865,21 @@ async def test_route_and_router_level_dependencies_enter_the_key() -> None:
         return None
 
     app = FastAPI(dependencies=[Depends(app_level)])
-    router = APIRouter(dependencies=[Depends(router_level)])
+    router = APIRouter(prefix="/p", dependencies=[Depends(router_level)])
 
     @router.get("/r", dependencies=[Depends(route_level)])
     async def r(a: str = "") -> Any:
         return {"a": a}
 
-    app.include_router(router)
-    keyer = KeyProbe(app).keyer("/r")
-    assert keyer.query_names == ("a", "region", "v")
-    assert keyer.header_names == ("x-tenant",)
+    app.include_router(router, prefix="/x", dependencies=[Depends(include_level)])
+    app.include_router(router, prefix="/y")
+    probe = KeyProbe(app)
+    x = await get(probe, "/x/p/r")
+    y = await get(probe, "/y/p/r")
+    keyer_x = probe.keyer_of_scope(x.scope)
+    assert keyer_x.query_names == ("a", "region", "v", "zone")
+    assert keyer_x.header_names == ("x-tenant",)
+    assert probe.keyer_of_scope(y.scope).query_names == ("a", "v", "zone")
+    assert (await get(probe, "/x/p/r", "region=eu")).key != x.key
+    assert (await get(probe, "/x/p/r", "zone=z")).key != x.key
+    assert (await get(probe, "/y/p/r", "region=eu")).key == y.key

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.types import Message, Scope
 
 from fastapi_cachemate import _keyspec, _native, _pure
-from fastapi_cachemate._keyspec import RouteKeyer
+from fastapi_cachemate._keyspec import RouteKeyer, RouteLike, effective_route
 
 PATH_SAFE = "/:@!$&'()*+,;=~"
 
@@ -74,7 +74,11 @@ class KeyProbe:
                 return self._keyer_of(route)
         raise LookupError(path)
 
-    def _keyer_of(self, route: APIRoute) -> RouteKeyer:
+    def keyer_of_scope(self, scope: dict[str, Any]) -> RouteKeyer:
+        """The keyer of the route that served a request (included routers too)."""
+        return self._keyer_of(effective_route(scope))
+
+    def _keyer_of(self, route: APIRoute | RouteLike) -> RouteKeyer:
         keyer = self._keyers.get(id(route))
         if keyer is None:
             keyer = RouteKeyer.for_route(
@@ -132,9 +136,8 @@ class KeyProbe:
         await self.app(scope, receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
         body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        route = scope.get("route")
-        assert isinstance(route, APIRoute), f"no APIRoute matched {path!r}: {start['status']}"
-        key, fingerprint = self._keyer_of(route).key(Request(scope))
+        assert isinstance(scope.get("route"), APIRoute), f"no route for {path!r}: {start['status']}"
+        key, fingerprint = self.keyer_of_scope(scope).key(Request(scope))
         return Probe(start["status"], body, key, fingerprint, dict(scope))
 
     def run(self, path: str, query: bytes | str = b"", **kwargs: Any) -> Probe:
