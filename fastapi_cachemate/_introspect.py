@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import params
@@ -291,17 +291,24 @@ def plan_for_dependant(
     *,
     endpoint_name: str,
     top_level_readers: Sequence[str] | None = None,
+    overrides: Mapping[Any, Any] | None = None,
 ) -> ReadPlan:
     """Walk a dependant tree and collect what it reads.
 
     top_level_readers: the endpoint's own Request/WebSocket/HTTPConnection parameters, when
     a wrapping decorator changed the signature FastAPI sees (``own_raw_readers``); None to
     take them from the top-level dependant.
+    overrides: ``app.dependency_overrides`` as it is now: an overridden dependency is
+    walked as FastAPI will solve it (its replacement's parameters), like solve_dependencies.
     """
     plan = ReadPlan()
     stack: list[tuple[Dependant, str, bool]] = [(dependant, endpoint_name, True)]
     while stack:
         dep, where, top = stack.pop()
+        if not top and overrides and dep.call in overrides:
+            dep = fastapi_dep_utils.get_dependant(
+                path=dep.path or "", call=overrides[dep.call], name=dep.name
+            )
         call = dep.call
         if not top:
             where = f"{where} -> parameter {dep.name!r}" if dep.name else f"{where} -> dependency"

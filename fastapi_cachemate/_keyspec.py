@@ -222,10 +222,12 @@ class RouteKeyer:
         if dependant is None:
             raise ValueError(f"route {route.path!r} has no dependant: not a FastAPI route")
         name = _introspect.describe_endpoint(endpoint)
+        provider = getattr(route, "dependency_overrides_provider", None)
         plan = _introspect.plan_for_dependant(
             dependant,
             endpoint_name=name,
             top_level_readers=_introspect.own_raw_readers(endpoint, frozenset(injected)),
+            overrides=getattr(provider, "dependency_overrides", None),
         )
         vary_headers, vary_cookies = parse_vary(vary)
         headers = set(plan.header_names) | set(vary_headers)

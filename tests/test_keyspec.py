@@ -883,3 +883,21 @@ async def test_app_include_router_and_route_dependencies_enter_the_key() -> None
     assert (await get(probe, "/x/p/r", "region=eu")).key != x.key
     assert (await get(probe, "/x/p/r", "zone=z")).key != x.key
     assert (await get(probe, "/y/p/r", "region=eu")).key == y.key
+
+
+def test_dependency_overrides_present_when_the_keyer_is_built_are_walked() -> None:
+    def real(a: str | None = None) -> str | None:
+        return a
+
+    def fake(b: str | None = None) -> str | None:
+        return b
+
+    app = FastAPI()
+
+    @app.get("/o")
+    async def o(v: Annotated[str | None, Depends(real)]) -> Any:
+        return v
+
+    assert KeyProbe(app).keyer("/o").query_names == ("a",)
+    app.dependency_overrides[real] = fake
+    assert KeyProbe(app).keyer("/o").query_names == ("b",)
