@@ -136,11 +136,17 @@ def _frame(*parts: str) -> str:
 
 def _keep_last(items: Sequence[tuple[str, str]], scalar: frozenset[str]) -> list[tuple[str, str]]:
     """Drop all but the last value of scalar names: QueryParams.get returns the last."""
-    last: dict[str, int] = {}
-    for i, (name, _) in enumerate(items):
+    seen: set[str] = set()
+    kept: list[tuple[str, str]] = []
+    for item in reversed(items):
+        name = item[0]
         if name in scalar:
-            last[name] = i
-    return [item for i, item in enumerate(items) if last.get(item[0], i) == i]
+            if name in seen:
+                continue
+            seen.add(name)
+        kept.append(item)
+    kept.reverse()
+    return kept
 
 
 class RouteKeyer:
