@@ -53,8 +53,8 @@ _PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 class RouteLike(Protocol):
-    """What for_route reads of a route: an APIRoute, or the route context FastAPI >= 0.130
-    runs for a route of an included router (``effective_route``)."""
+    """What for_route reads of a route: an APIRoute, or the route context that recent
+    FastAPI runs for a route of an included router (``effective_route``)."""
 
     @property
     def path(self) -> str: ...
