@@ -123,35 +123,37 @@ def _param_model(field: Any) -> type[BaseModel] | None:
 
 
 def _fallback_aliases(field: Any, convert_underscores: bool) -> list[str]:
-    alias = getattr(field, "validation_alias", None) or field.alias
-    names = [alias]
-    if convert_underscores and alias == field.name:
-        names.append(alias.replace("_", "-"))
+    """Older FastAPI (0.115) reads ``field.alias`` (underscores converted in header models);
+    validation aliases are added on top: a name too many only splits the cache."""
+    names = [field.alias]
+    if convert_underscores and field.alias == field.name:
+        names.append(field.alias.replace("_", "-"))
     va = field.field_info.validation_alias
     if isinstance(va, str):
         names.append(va)
     elif isinstance(va, AliasChoices):
         names.extend(c for c in va.choices if isinstance(c, str))
-    names.append(field.name)
-    if convert_underscores:
-        names.append(field.name.replace("_", "-"))
     return names
 
 
 def _request_names(field: Any, *, convert_underscores: bool = False) -> list[str]:
-    """The request keys FastAPI may read this field's value from, in its preference order."""
+    """The request keys FastAPI may read this field's value from."""
+    if _get_param_aliases is None:
+        return _fallback_aliases(field, convert_underscores)
+    try:
+        pairs = _get_param_aliases(field, convert_underscores=convert_underscores)
+    except TypeError:  # pragma: no cover - a version without the keyword
+        pairs = _get_param_aliases(field)
+    names = [request_key for _, request_key in pairs]
     va = field.field_info.validation_alias
     if isinstance(va, AliasPath) or (
         isinstance(va, AliasChoices) and any(isinstance(c, AliasPath) for c in va.choices)
     ):
-        return _fallback_aliases(field, convert_underscores)
-    if _get_param_aliases is not None:
-        try:
-            pairs = _get_param_aliases(field, convert_underscores=convert_underscores)
-        except TypeError:  # pragma: no cover - a version without the keyword
-            pairs = _get_param_aliases(field)
-        return [request_key for _, request_key in pairs]
-    return _fallback_aliases(field, convert_underscores)  # pragma: no cover
+        # Paths into nested values: FastAPI's reading is not a plain name; take every
+        # name that could be meant (more names only split the cache).
+        names.extend(_fallback_aliases(field, convert_underscores))
+        names.append(field.name)
+    return names
 
 
 def _extra_policy(model: type[BaseModel]) -> str | None:
