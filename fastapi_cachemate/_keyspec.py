@@ -265,32 +265,33 @@ class RouteKeyer:
 
     def key(self, request: Request) -> tuple[bytes, bytes]:
         """(key, 8-byte fingerprint) of this request; UnkeyableRequestError, never another."""
-        scope = request.scope
-        method: str = scope["method"]
-        query: Sequence[tuple[str, str]] = ()
-        if self._mode == _RAW:
-            raw_path = scope.get("raw_path")
-            path = _frame(
-                str(scope.get("scheme", "")),
-                str(scope.get("root_path", "")),
-                scope["path"],
-                "" if raw_path is None else raw_path.decode("latin-1"),
-                scope.get("query_string", b"").decode("latin-1"),
-            )
-        else:
-            if method == "HEAD":
-                method = "GET"
-            path = scope["path"]
-            if self._has_query and scope.get("query_string"):
-                params = request.query_params
-                query = params.multi_items()
-                if self._scalar and len(query) != len(params):
-                    query = _keep_last(query, self._scalar)
-        cookies = request.cookies if self._wants_cookies else None
         try:
+            scope = request.scope
+            method: str = scope["method"]
+            query: Sequence[tuple[str, str]] = ()
+            if self._mode == _RAW:
+                raw_path = scope.get("raw_path")
+                path = _frame(
+                    str(scope.get("scheme", "")),
+                    str(scope.get("root_path", "")),
+                    scope["path"],
+                    "" if raw_path is None else raw_path.decode("latin-1"),
+                    scope.get("query_string", b"").decode("latin-1"),
+                )
+            else:
+                if method == "HEAD":
+                    method = "GET"
+                path = scope["path"]
+                if self._has_query and scope.get("query_string"):
+                    params = request.query_params
+                    query = params.multi_items()
+                    if self._scalar and len(query) != len(params):
+                        query = _keep_last(query, self._scalar)
+            cookies = request.cookies if self._wants_cookies else None
             return kernels.build_key(self._spec, method, path, query, scope["headers"], cookies)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise UnkeyableRequestError(f"no cache key for this request: {exc}") from exc
+        except (KeyError, AttributeError, TypeError, ValueError, OverflowError) as exc:
+            # Only a scope that is not valid ASGI gets here (a missing or mistyped field).
+            raise UnkeyableRequestError(f"no cache key for this request: {exc!r}") from exc
 
     def key_for(
         self,

@@ -781,17 +781,31 @@ def test_any_query_gives_a_key(probe: KeyProbe, path: str, query: bytes) -> None
     assert len(fingerprint) == 8
 
 
-def test_a_malformed_scope_raises_the_one_documented_error(probe: KeyProbe) -> None:
-    keyer = probe.keyer("/headers")
-    scope = {
+@pytest.mark.parametrize(
+    ("path", "scope"),
+    [
+        ("/headers", {"headers": [("x-token", "not bytes")]}),
+        ("/headers", {"headers": None}),
+        ("/plain", {"method": None}),
+        ("/raw/{p:path}", {"raw_path": "/raw/str"}),
+        ("/plain", {"path": None}),
+    ],
+)
+def test_a_malformed_scope_raises_the_one_documented_error(
+    probe: KeyProbe, path: str, scope: dict[str, Any]
+) -> None:
+    keyer = probe.keyer(path)
+    full = {
         "type": "http",
         "method": "GET",
-        "path": "/headers",
+        "path": "/x",
+        "raw_path": b"/x",
         "query_string": b"",
-        "headers": [("x-token", "not bytes")],
+        "headers": [],
+        **scope,
     }
     with pytest.raises(UnkeyableRequestError):
-        keyer.key(StarletteRequest(scope))
+        keyer.key(StarletteRequest(full))
 
 
 def test_key_kernels_fixture_swaps_the_builder(request: pytest.FixtureRequest) -> None:
