@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Collection, Iterable
-from typing import Any, Union, get_args, get_origin
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import params
 from fastapi.dependencies import utils as fastapi_dep_utils
 from fastapi.dependencies.models import Dependant
 from pydantic import AliasChoices, AliasPath, BaseModel, Json
+from starlette.requests import HTTPConnection
 
 __all__ = ["ReadPlan", "check_endpoint", "plan_for_dependant"]
 
@@ -122,35 +123,37 @@ def _param_model(field: Any) -> type[BaseModel] | None:
 
 
 def _fallback_aliases(field: Any, convert_underscores: bool) -> list[str]:
-    alias = getattr(field, "validation_alias", None) or field.alias
-    names = [alias]
-    if convert_underscores and alias == field.name:
-        names.append(alias.replace("_", "-"))
+    """Older FastAPI (0.115) reads ``field.alias`` (underscores converted in header models);
+    validation aliases are added on top: a name too many only splits the cache."""
+    names = [field.alias]
+    if convert_underscores and field.alias == field.name:
+        names.append(field.alias.replace("_", "-"))
     va = field.field_info.validation_alias
     if isinstance(va, str):
         names.append(va)
     elif isinstance(va, AliasChoices):
         names.extend(c for c in va.choices if isinstance(c, str))
-    names.append(field.name)
-    if convert_underscores:
-        names.append(field.name.replace("_", "-"))
     return names
 
 
 def _request_names(field: Any, *, convert_underscores: bool = False) -> list[str]:
-    """The request keys FastAPI may read this field's value from, in its preference order."""
+    """The request keys FastAPI may read this field's value from."""
+    if _get_param_aliases is None:
+        return _fallback_aliases(field, convert_underscores)
+    try:
+        pairs = _get_param_aliases(field, convert_underscores=convert_underscores)
+    except TypeError:  # pragma: no cover - a version without the keyword
+        pairs = _get_param_aliases(field)
+    names = [request_key for _, request_key in pairs]
     va = field.field_info.validation_alias
     if isinstance(va, AliasPath) or (
         isinstance(va, AliasChoices) and any(isinstance(c, AliasPath) for c in va.choices)
     ):
-        return _fallback_aliases(field, convert_underscores)
-    if _get_param_aliases is not None:
-        try:
-            pairs = _get_param_aliases(field, convert_underscores=convert_underscores)
-        except TypeError:  # pragma: no cover - a version without the keyword
-            pairs = _get_param_aliases(field)
-        return [request_key for _, request_key in pairs]
-    return _fallback_aliases(field, convert_underscores)  # pragma: no cover
+        # Paths into nested values: FastAPI's reading is not a plain name; take every
+        # name that could be meant (more names only split the cache).
+        names.extend(_fallback_aliases(field, convert_underscores))
+        names.append(field.name)
+    return names
 
 
 def _extra_policy(model: type[BaseModel]) -> str | None:
@@ -289,19 +292,25 @@ def plan_for_dependant(
     dependant: Dependant,
     *,
     endpoint_name: str,
-    top_level_names: Collection[str] | None = None,
+    top_level_readers: Sequence[str] | None = None,
+    overrides: Mapping[Any, Any] | None = None,
 ) -> ReadPlan:
     """Walk a dependant tree and collect what it reads.
 
-    top_level_names: the endpoint's own parameter names. A Request/WebSocket/HTTPConnection
-    parameter of the top-level dependant that is not among them was added by a wrapping
-    decorator (the cache's own, typically) and is not a read by the endpoint. None: count
-    every such parameter.
+    top_level_readers: the endpoint's own Request/WebSocket/HTTPConnection parameters, when
+    a wrapping decorator changed the signature FastAPI sees (``own_raw_readers``); None to
+    take them from the top-level dependant.
+    overrides: ``app.dependency_overrides`` as it is now: an overridden dependency is
+    walked as FastAPI will solve it (its replacement's parameters), like solve_dependencies.
     """
     plan = ReadPlan()
     stack: list[tuple[Dependant, str, bool]] = [(dependant, endpoint_name, True)]
     while stack:
         dep, where, top = stack.pop()
+        if not top and overrides and dep.call in overrides:
+            dep = fastapi_dep_utils.get_dependant(
+                path=dep.path or "", call=overrides[dep.call], name=dep.name
+            )
         call = dep.call
         if not top:
             where = f"{where} -> parameter {dep.name!r}" if dep.name else f"{where} -> dependency"
@@ -324,26 +333,55 @@ def plan_for_dependant(
             _add_cookie_field(field, plan, where)
         if dep.body_params:
             plan.reads_body = True
-        for attr in ("request_param_name", "websocket_param_name", "http_connection_param_name"):
-            reader: str | None = getattr(dep, attr, None)
-            if not reader:
-                continue
-            if top and top_level_names is not None and reader not in top_level_names:
-                continue
-            plan.raw_readers.append(f"{where} (parameter {reader!r}: {_describe(call)})")
+        if top and top_level_readers is not None:
+            readers = list(top_level_readers)
+        else:
+            readers = [
+                reader
+                for attr in (
+                    "request_param_name",
+                    "websocket_param_name",
+                    "http_connection_param_name",
+                )
+                if (reader := getattr(dep, attr, None))
+            ]
+        plan.raw_readers.extend(
+            f"{where} (parameter {reader!r}: {_describe(call)})" for reader in readers
+        )
         stack.extend((sub, where, False) for sub in reversed(dep.dependencies))
     return plan
 
 
-def own_parameter_names(endpoint: Callable[..., Any]) -> set[str] | None:
-    """The parameters of the function a decorator wrapped, or None when it is not wrapped."""
+def own_raw_readers(
+    endpoint: Callable[..., Any], injected: Collection[str] = ()
+) -> list[str] | None:
+    """The Request/WebSocket/HTTPConnection parameters the endpoint itself declares.
+
+    A wrapping decorator (the cache's own, typically) may add such a parameter for itself:
+    the function it wrapped (``__wrapped__``) says what the endpoint reads, and ``injected``
+    names parameters to ignore when the wrapper does not set ``__wrapped__``. None when the
+    endpoint is not wrapped and nothing is injected: FastAPI's dependant then says it.
+    (FastAPI records one request parameter per dependant, so the dependant cannot tell.)
+    """
     inner = inspect.unwrap(endpoint)
-    if inner is endpoint:
+    if inner is endpoint and not injected:
         return None
     try:
-        return set(inspect.signature(inner).parameters)
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        signature = fastapi_dep_utils.get_typed_signature(inner)
+    except (TypeError, ValueError, NameError):  # pragma: no cover - FastAPI fails alike
         return None
+    readers: list[str] = []
+    for param in signature.parameters.values():
+        if param.name in injected or isinstance(param.default, params.Depends):
+            continue
+        annotation = param.annotation
+        if get_origin(annotation) is Annotated:
+            annotation, *meta = get_args(annotation)
+            if any(isinstance(m, params.Depends) for m in meta):
+                continue
+        if inspect.isclass(annotation) and issubclass(annotation, HTTPConnection):
+            readers.append(param.name)
+    return readers
 
 
 def describe_endpoint(endpoint: Callable[..., Any]) -> str:

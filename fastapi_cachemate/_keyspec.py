@@ -20,17 +20,25 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 
 from fastapi_cachemate import _introspect
 from fastapi_cachemate._kernels import kernels
 
-__all__ = ["RouteKeyer", "UnkeyableRequestError", "check_endpoint", "parse_vary"]
+__all__ = [
+    "RouteKeyer",
+    "RouteLike",
+    "UnkeyableRequestError",
+    "check_endpoint",
+    "effective_route",
+    "parse_vary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,37 @@ _RAW = "raw"
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # What a client leaves unencoded in a path (RFC 3986 pchar and "/"): key_for's canonical form.
 _PATH_SAFE = "/:@!$&'()*+,;=~"
+
+
+class RouteLike(Protocol):
+    """What for_route reads of a route: an APIRoute, or the route context that recent
+    FastAPI runs for a route of an included router (``effective_route``)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def endpoint(self) -> Callable[..., Any]: ...
+    @property
+    def dependant(self) -> Dependant | None: ...
+
+
+def effective_route(scope: MutableMapping[str, Any]) -> APIRoute | RouteLike:
+    """The route FastAPI runs for this request, with every dependency it solves.
+
+    Recent FastAPI versions (0.165 here) keep ``include_router(..., prefix=...,
+    dependencies=[...])`` and the app's own ``dependencies=[...]`` out of the APIRoute: the
+    APIRoute in ``scope["route"]`` then lacks those dependencies (and the include prefix),
+    and the route context in ``scope["fastapi"]["effective_route_context"]`` has them. That
+    context is built once per inclusion, so it can key a per-route cache of keyers as the
+    APIRoute does. Older versions copy routes on inclusion: ``scope["route"]`` is complete.
+    """
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        context = fastapi_scope.get("effective_route_context")
+        if context is not None and getattr(context, "dependant", None) is not None:
+            return context  # type: ignore[no-any-return]
+    route: APIRoute = scope["route"]
+    return route
 
 
 class UnkeyableRequestError(ValueError):
@@ -97,11 +136,17 @@ def _frame(*parts: str) -> str:
 
 def _keep_last(items: Sequence[tuple[str, str]], scalar: frozenset[str]) -> list[tuple[str, str]]:
     """Drop all but the last value of scalar names: QueryParams.get returns the last."""
-    last: dict[str, int] = {}
-    for i, (name, _) in enumerate(items):
+    seen: set[str] = set()
+    kept: list[tuple[str, str]] = []
+    for item in reversed(items):
+        name = item[0]
         if name in scalar:
-            last[name] = i
-    return [item for i, item in enumerate(items) if last.get(item[0], i) == i]
+            if name in seen:
+                continue
+            seen.add(name)
+        kept.append(item)
+    kept.reverse()
+    return kept
 
 
 class RouteKeyer:
@@ -164,13 +209,14 @@ class RouteKeyer:
     @classmethod
     def for_route(
         cls,
-        route: APIRoute,
+        route: APIRoute | RouteLike,
         *,
         prefix: str,
         vary: Sequence[str] = (),
         injected: Collection[str] = (),
     ) -> RouteKeyer:
-        """Prepare the keyer of a route.
+        """Prepare the keyer of a route: pass ``effective_route(request.scope)``, so that
+        dependencies added by ``include_router`` and the app are seen (see there).
 
         injected: names of top-level parameters that a wrapping decorator added to the
         endpoint's signature (a ``Request`` it needs for itself). Parameters that are not in
@@ -178,14 +224,16 @@ class RouteKeyer:
         without it.
         """
         endpoint = route.endpoint
-        own = _introspect.own_parameter_names(endpoint)
-        if own is not None and injected:
-            own -= set(injected)
-        elif own is None and injected:
-            own = {p.name for p in _signature_params(endpoint) if p.name not in set(injected)}
+        dependant = route.dependant
+        if dependant is None:
+            raise ValueError(f"route {route.path!r} has no dependant: not a FastAPI route")
         name = _introspect.describe_endpoint(endpoint)
+        provider = getattr(route, "dependency_overrides_provider", None)
         plan = _introspect.plan_for_dependant(
-            route.dependant, endpoint_name=name, top_level_names=own
+            dependant,
+            endpoint_name=name,
+            top_level_readers=_introspect.own_raw_readers(endpoint, frozenset(injected)),
+            overrides=getattr(provider, "dependency_overrides", None),
         )
         vary_headers, vary_cookies = parse_vary(vary)
         headers = set(plan.header_names) | set(vary_headers)
@@ -217,32 +265,33 @@ class RouteKeyer:
 
     def key(self, request: Request) -> tuple[bytes, bytes]:
         """(key, 8-byte fingerprint) of this request; UnkeyableRequestError, never another."""
-        scope = request.scope
-        method: str = scope["method"]
-        query: Sequence[tuple[str, str]] = ()
-        if self._mode == _RAW:
-            raw_path = scope.get("raw_path")
-            path = _frame(
-                str(scope.get("scheme", "")),
-                str(scope.get("root_path", "")),
-                scope["path"],
-                "" if raw_path is None else raw_path.decode("latin-1"),
-                scope.get("query_string", b"").decode("latin-1"),
-            )
-        else:
-            if method == "HEAD":
-                method = "GET"
-            path = scope["path"]
-            if self._has_query and scope.get("query_string"):
-                params = request.query_params
-                query = params.multi_items()
-                if self._scalar and len(query) != len(params):
-                    query = _keep_last(query, self._scalar)
-        cookies = request.cookies if self._wants_cookies else None
         try:
+            scope = request.scope
+            method: str = scope["method"]
+            query: Sequence[tuple[str, str]] = ()
+            if self._mode == _RAW:
+                raw_path = scope.get("raw_path")
+                path = _frame(
+                    str(scope.get("scheme", "")),
+                    str(scope.get("root_path", "")),
+                    scope["path"],
+                    "" if raw_path is None else raw_path.decode("latin-1"),
+                    scope.get("query_string", b"").decode("latin-1"),
+                )
+            else:
+                if method == "HEAD":
+                    method = "GET"
+                path = scope["path"]
+                if self._has_query and scope.get("query_string"):
+                    params = request.query_params
+                    query = params.multi_items()
+                    if self._scalar and len(query) != len(params):
+                        query = _keep_last(query, self._scalar)
+            cookies = request.cookies if self._wants_cookies else None
             return kernels.build_key(self._spec, method, path, query, scope["headers"], cookies)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise UnkeyableRequestError(f"no cache key for this request: {exc}") from exc
+        except (KeyError, AttributeError, TypeError, ValueError, OverflowError) as exc:
+            # Only a scope that is not valid ASGI gets here (a missing or mistyped field).
+            raise UnkeyableRequestError(f"no cache key for this request: {exc!r}") from exc
 
     def key_for(
         self,
@@ -287,12 +336,3 @@ class RouteKeyer:
             f"RouteKeyer(mode={self._mode}, query={self.query_names}, "
             f"headers={self.header_names}, cookies={self.cookie_names})"
         )
-
-
-def _signature_params(func: Any) -> list[Any]:
-    import inspect
-
-    try:
-        return list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):  # pragma: no cover
-        return []
