@@ -544,13 +544,23 @@ header_bytes(cm_entry_state *es, const char *s, Py_ssize_t n)
         }                                                    \
     } while (0)
 
+/* The first pass keeps where the first HEADER_SLOTS header names and values
+ * are, so that building the list does not parse them again. */
+#define HEADER_SLOTS 32
+
+typedef struct {
+    const char *ptr;
+    Py_ssize_t len;
+} slice;
+
 typedef struct {
     double created, ttl, grace, compute_ms;
     int status;
     int codec;
     Py_ssize_t size;
     uint64_t nheaders, ntags;
-    const unsigned char *headers_at; /* first header pair */
+    slice header[2 * HEADER_SLOTS];  /* name, value of the first ones */
+    const unsigned char *headers_at; /* header pair HEADER_SLOTS, if any */
     const unsigned char *tags_at;    /* first tag */
     const char *etag;
     Py_ssize_t etag_len;
@@ -605,14 +615,23 @@ parse_entry(const char *data, Py_ssize_t len, const char *fp, Py_ssize_t fplen,
     e->status = (int)it.u;
     READ(CM_MP_ARRAY);
     e->nheaders = it.u;
-    e->headers_at = r.p;
+    e->headers_at = NULL;
     for (uint64_t i = 0; i < e->nheaders; i++) {
+        if (i == HEADER_SLOTS) {
+            e->headers_at = r.p;
+        }
         READ(CM_MP_ARRAY);
         if (it.u != 2) {
             return 0;
         }
         READ(CM_MP_BIN);
+        if (i < HEADER_SLOTS) {
+            e->header[2 * i] = (slice){it.ptr, it.len};
+        }
         READ(CM_MP_BIN);
+        if (i < HEADER_SLOTS) {
+            e->header[2 * i + 1] = (slice){it.ptr, it.len};
+        }
     }
     READ(CM_MP_BIN);
     e->etag = it.ptr;
@@ -702,17 +721,25 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
             goto error;
         }
         PyList_SET_ITEM(headers, i, pair);
-        for (int k = 0; k < 3; k++) {
-            if (cm_mp_read(&r, &it) < 0) { /* validated: cannot happen */
-                goto error;
+        for (int k = 0; k < 2; k++) {
+            slice sl;
+            if (i < HEADER_SLOTS) {
+                sl = e->header[2 * i + k];
             }
-            if (k > 0) {
-                PyObject *b = header_bytes(es, it.ptr, it.len);
-                if (b == NULL) {
+            else {
+                if (k == 0 && cm_mp_read(&r, &it) < 0) { /* the [ ] */
+                    goto error; /* validated: cannot happen */
+                }
+                if (cm_mp_read(&r, &it) < 0) {
                     goto error;
                 }
-                PyTuple_SET_ITEM(pair, k - 1, b);
+                sl = (slice){it.ptr, it.len};
             }
+            PyObject *b = header_bytes(es, sl.ptr, sl.len);
+            if (b == NULL) {
+                goto error;
+            }
+            PyTuple_SET_ITEM(pair, k, b);
         }
     }
     etag = PyBytes_FromStringAndSize(e->etag, e->etag_len);

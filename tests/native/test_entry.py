@@ -152,6 +152,18 @@ def test_unicode_tags_and_large_headers(kernels: ModuleType) -> None:
     assert e.headers == headers
 
 
+def test_many_headers(kernels: ModuleType) -> None:
+    headers = [(b"x-h%d" % i, b"v%d" % i) for i in range(100)]
+    data = write(kernels, headers=headers)
+    e = kernels.read_entry(data, 0.0)
+    assert e is not None
+    assert e.headers == headers
+    assert kernels.read_entry(data[:-1], 0.0) is None
+    bad = data.replace(b"\x92\xc4\x05x-h90", b"\x93\xc4\x05x-h90")
+    assert bad != data
+    assert kernels.read_entry(bad, 0.0) is None
+
+
 def test_smart_compression(kernels: ModuleType) -> None:
     small = write(kernels, body=JSON_BODY[:500], compression=1, min_size=1024)
     assert fields(small)[12] == 0
