@@ -143,7 +143,7 @@ class BlogPlainFilter:
 @cache_response(ttl=300)
 async def get_blogs(
     filter_: Annotated[BlogPydanticFilter, Query()],
-    db_session: AsyncSession = Depends(get_db_session),
+    db_session: AsyncSession = Depends(get_db_session),  # noqa: B008
 ) -> dict[str, Any]:
     blogs = await db_session.fetch_blogs(**filter_.model_dump(exclude_none=True))
     return {"filter": filter_.model_dump(), "blogs": blogs}
@@ -153,7 +153,7 @@ async def get_blogs(
 @cache_response(ttl=300)
 async def get_blogs_dataclass(
     filter_: Annotated[BlogDataclassFilter, Depends()],
-    db_session: AsyncSession = Depends(get_db_session),
+    db_session: AsyncSession = Depends(get_db_session),  # noqa: B008
 ) -> dict[str, Any]:
     blogs = await db_session.fetch_blogs(**dataclasses.asdict(filter_))
     return {"filter": dataclasses.asdict(filter_), "blogs": blogs}
@@ -162,8 +162,8 @@ async def get_blogs_dataclass(
 @app.get("/filters/plain")
 @cache_response(ttl=300)
 async def get_blogs_plain(
-    filter_: BlogPlainFilter = Depends(),
-    db_session: AsyncSession = Depends(get_db_session),
+    filter_: BlogPlainFilter = Depends(),  # noqa: B008
+    db_session: AsyncSession = Depends(get_db_session),  # noqa: B008
 ) -> dict[str, Any]:
     blogs = await db_session.fetch_blogs(slug=filter_.slug, page=filter_.page)
     return {"filter": {"slug": filter_.slug, "page": filter_.page}, "blogs": blogs}
@@ -181,7 +181,7 @@ async def maybe_get_user(authorization: Annotated[str | None, Header()] = None) 
 
 
 async def bypass_authorized_request(
-    user: User | None = Depends(maybe_get_user),
+    user: User | None = Depends(maybe_get_user),  # noqa: B008
 ) -> AsyncIterator[None]:
     """Tell the cache layer to skip cached responses for authorized users."""
     if user:

@@ -7,7 +7,6 @@ validator) ran, so that a test can tell a hit from a miss by more than the statu
 
 # No "from __future__ import annotations": the endpoints use classes local to build_app.
 
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +31,8 @@ __all__ = ["FILE_BODY", "Lifespan", "build_app", "client_for", "served"]
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-FILE_BODY = b"file contents\n" * 10
+FILE_PATH = Path(__file__)  # served by /file: this very source file
+FILE_BODY = FILE_PATH.read_bytes()
 
 
 @asynccontextmanager
@@ -54,10 +54,7 @@ def build_app(lifespan: Lifespan | None = None) -> FastAPI:
     calls: Counter[str] = Counter()
     app.state.calls = calls
     app.state.threads = []
-    tmp = tempfile.NamedTemporaryFile(prefix="cachemate-file-", delete=False)  # noqa: SIM115
-    tmp.write(FILE_BODY)
-    tmp.close()
-    app.state.file_path = Path(tmp.name)
+    app.state.file_path = FILE_PATH
 
     class Item(BaseModel):
         id: int
