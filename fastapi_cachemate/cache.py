@@ -226,6 +226,9 @@ def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awai
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         request = _take(kwargs, injected.request, keep=injected.own_request)
         response = _take(kwargs, injected.response, keep=injected.own_response)
+        if not isinstance(request, Request) or not isinstance(response, Response):
+            # Called directly (a test, another function), not by FastAPI: no request to cache.
+            return await cached.call(args, kwargs)
         return await cached.respond(request, response, args, kwargs)
 
     wrapper.__signature__ = injected.signature  # type: ignore[attr-defined]
@@ -234,7 +237,7 @@ def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awai
 
 def _take(kwargs: dict[str, Any], name: str, *, keep: bool) -> Any:
     """An injected argument: left for the endpoint when it declared it, else removed."""
-    return kwargs[name] if keep else kwargs.pop(name)
+    return kwargs.get(name) if keep else kwargs.pop(name, None)
 
 
 # --- request time ---------------------------------------------------------------------------
@@ -283,7 +286,7 @@ class _CachedEndpoint:
         self._injected = injected
         self._plans: dict[int, _Plan] = {}
 
-    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._is_coroutine:
             return await self._func(*args, **kwargs)
         return await run_in_threadpool(self._func, *args, **kwargs)
@@ -297,7 +300,7 @@ class _CachedEndpoint:
     ) -> Any:
         if not CacheSetup.is_configured():
             _log_unconfigured()
-            return await self._call(args, kwargs)
+            return await self.call(args, kwargs)
         settings = CacheSetup.settings()
         refusal = decide(request, CacheSetup.bypass(), settings)
         if refusal is not None:
@@ -350,7 +353,7 @@ class _CachedEndpoint:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        result = await self._call(args, kwargs)
+        result = await self.call(args, kwargs)
         value = _STATUS_VALUES[status]
         if not isinstance(result, Response):
             sub_response.raw_headers.append((_STATUS_HEADER, value))
@@ -374,7 +377,7 @@ class _CachedEndpoint:
         # Headers that dependencies set are this request's, not the entry's.
         dependency_headers = list(sub_response.raw_headers)
         started = time.perf_counter()
-        result = await self._call(args, kwargs)
+        result = await self.call(args, kwargs)
         rendered = await plan.renderer.render(result, sub_response, is_coroutine=self._is_coroutine)
         compute_ms = (time.perf_counter() - started) * 1000.0
         if rendered is None:  # streaming or file: passed through, never stored

@@ -122,3 +122,16 @@ async def test_endpoint_that_declares_request_and_response(clean_cache_setup: No
     assert second.json() == {"name": "a", "raw": "x=1"}
     assert other.json() == {"name": "a", "raw": "x=2"}
     assert len(seen) == 2
+
+
+async def test_direct_calls_run_the_endpoint() -> None:
+    async def endpoint(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    def sync_endpoint(request: Request, item_id: int) -> dict[str, Any]:
+        return {"item_id": item_id, "request": request}
+
+    assert await cache_response(ttl=5)(endpoint)(item_id=3) == {"item_id": 3}
+    assert await cache_response(ttl=5)(endpoint)(4) == {"item_id": 4}
+    wrapped_sync = cache_response(ttl=5)(sync_endpoint)
+    assert await wrapped_sync(request=None, item_id=5) == {"item_id": 5, "request": None}
