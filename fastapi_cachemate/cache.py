@@ -252,6 +252,15 @@ class _Plan(NamedTuple):
     renderer: RouteRenderer
 
 
+class _Slot(NamedTuple):
+    """Where one request's entry lives: the backend, the settings, its key and fingerprint."""
+
+    backend: Backend
+    settings: BaseCacheSettings
+    key: bytes
+    fingerprint: bytes
+
+
 class _Unconfigured:
     logged = False
 
@@ -266,7 +275,6 @@ class _CachedEndpoint:
         "_name",
         "_plans",
         "_ttl",
-        "_ttl_ms",
         "_vary",
     )
 
@@ -281,7 +289,6 @@ class _CachedEndpoint:
         self._is_coroutine = _is_coroutine(func)
         self._name = getattr(func, "__qualname__", repr(func))
         self._ttl = ttl
-        self._ttl_ms = max(1, math.ceil(ttl * 1000))
         self._vary = vary
         self._injected = injected
         self._plans: dict[int, _Plan] = {}
@@ -311,14 +318,11 @@ class _CachedEndpoint:
         keyed = _key(plan.keyer, request)
         if keyed is None:
             return await self._uncached(CacheStatuses.CACHE_BYPASS, sub_response, args, kwargs)
-        key, fingerprint = keyed
-        backend = CacheSetup.backend()
-        entry = _decode(await _lookup(backend, key), fingerprint, key)
+        slot = _Slot(CacheSetup.backend(), settings, *keyed)
+        entry = _decode(await _lookup(slot), slot)
         if entry is not None:
             return _hit(entry, sub_response, self._ttl)
-        return await self._miss(
-            plan, backend, settings, key, fingerprint, sub_response, args, kwargs
-        )
+        return await self._miss(plan, slot, sub_response, args, kwargs)
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -366,35 +370,35 @@ class _CachedEndpoint:
     async def _miss(
         self,
         plan: _Plan,
-        backend: Backend,
-        settings: BaseCacheSettings,
-        key: bytes,
-        fingerprint: bytes,
+        slot: _Slot,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        # Headers that dependencies set are this request's, not the entry's.
+        # Headers already on the injected response were set by this request's dependencies:
+        # they run on every request, so they are not part of the entry.
         dependency_headers = list(sub_response.raw_headers)
-        started = time.perf_counter()
-        result = await self.call(args, kwargs)
-        rendered = await plan.renderer.render(result, sub_response, is_coroutine=self._is_coroutine)
-        compute_ms = (time.perf_counter() - started) * 1000.0
+        result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
         if rendered is None:  # streaming or file: passed through, never stored
             result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
             return result
         stored_headers = without_headers(rendered.raw_headers, dependency_headers)
-        reason = unstorable_reason(rendered.status_code, stored_headers)
-        if reason is not None:
-            logger.debug("cache: response for %r not stored (%s)", key, reason)
-        else:
-            blob = _encode(
-                rendered, stored_headers, self._ttl, compute_ms, fingerprint, settings, key
-            )
-            if blob is not None:
-                await _store(backend, key, blob, self._ttl_ms)
+        await _save(slot, rendered, stored_headers, self._ttl, compute_ms)
         _finish(rendered.raw_headers, CacheStatuses.CACHE_MISS, self._ttl)
         return rendered
+
+    async def _compute(
+        self,
+        plan: _Plan,
+        sub_response: Response,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Any, Response | None, float]:
+        """(what the endpoint returned, its rendering or None, milliseconds both took)."""
+        started = time.perf_counter()
+        result = await self.call(args, kwargs)
+        rendered = await plan.renderer.render(result, sub_response, is_coroutine=self._is_coroutine)
+        return result, rendered, (time.perf_counter() - started) * 1000.0
 
 
 def _log_unconfigured() -> None:
@@ -414,21 +418,21 @@ def _key(keyer: RouteKeyer, request: Request) -> tuple[bytes, bytes] | None:
         return None
 
 
-async def _lookup(backend: Backend, key: bytes) -> bytes | None:
+async def _lookup(slot: _Slot) -> bytes | None:
     try:
-        return await backend.fetch(key)
+        return await slot.backend.fetch(slot.key)
     except BACKEND_ERRORS as exc:
-        logger.warning("cache: backend fetch failed for %r (%s): a miss", key, exc)
+        logger.warning("cache: backend fetch failed for %r (%s): a miss", slot.key, exc)
         return None
 
 
-def _decode(raw: bytes | None, fingerprint: bytes, key: bytes) -> Any:
+def _decode(raw: bytes | None, slot: _Slot) -> Any:
     """The entry if it is fresh and was computed for this key, else None (a miss)."""
     if raw is None:
         return None
-    entry = kernels.read_entry(raw, time.time(), fingerprint)
+    entry = kernels.read_entry(raw, time.time(), slot.fingerprint)
     if entry is None:
-        logger.warning("cache: unreadable or foreign entry at %r: a miss, overwritten", key)
+        logger.warning("cache: unreadable or foreign entry at %r: a miss, overwritten", slot.key)
         return None
     # STALE (inside the grace window) is the refresh path's (issue 5); EXPIRED is a miss.
     if entry.state != kernels.FRESH:
@@ -453,20 +457,42 @@ def _finish(headers: list[tuple[bytes, bytes]], status: CacheStatuses, ttl: floa
     headers.append((_STATUS_HEADER, _STATUS_VALUES[status]))
 
 
-def _encode(
+async def _save(
+    slot: _Slot,
     rendered: Response,
     headers: list[tuple[bytes, bytes]],
     ttl: float,
     compute_ms: float,
-    fingerprint: bytes,
-    settings: BaseCacheSettings,
-    key: bytes,
+) -> None:
+    """Store the rendered response under the slot's key, unless it must not or cannot be."""
+    reason = unstorable_reason(rendered.status_code, headers)
+    if reason is not None:
+        logger.debug("cache: response for %r not stored (%s)", slot.key, reason)
+        return
+    blob = _encode(slot, rendered, headers, ttl, compute_ms)
+    if blob is None:
+        return
+    try:
+        await slot.backend.store(slot.key, blob, max(1, math.ceil(ttl * 1000)))
+    except BACKEND_ERRORS as exc:
+        logger.warning("cache: backend store failed for %r (%s): not cached", slot.key, exc)
+
+
+def _encode(
+    slot: _Slot,
+    rendered: Response,
+    headers: list[tuple[bytes, bytes]],
+    ttl: float,
+    compute_ms: float,
 ) -> bytes | None:
     """The entry's bytes, or None (logged) when this response cannot be stored."""
+    settings = slot.settings
     body = rendered.body
     if len(body) > settings.max_entry_bytes:
         logger.info(
-            "cache: response for %r not stored: body of %d bytes > max_entry_bytes", key, len(body)
+            "cache: response for %r not stored: body of %d bytes > max_entry_bytes",
+            slot.key,
+            len(body),
         )
         return None
     try:
@@ -477,19 +503,12 @@ def _encode(
             created=time.time(),
             ttl=ttl,
             compute_ms=compute_ms,
-            fingerprint=fingerprint,
+            fingerprint=slot.fingerprint,
             compression=_COMPRESSION[settings.compression_mode],
             min_size=settings.compression_min_size_bytes,
             level=settings.compression_level,
         )
     except (TypeError, ValueError, OverflowError, MemoryError) as exc:
-        logger.warning("cache: response for %r not stored: %s", key, exc)
+        logger.warning("cache: response for %r not stored: %s", slot.key, exc)
         return None
     return blob
-
-
-async def _store(backend: Backend, key: bytes, blob: bytes, ttl_ms: int) -> None:
-    try:
-        await backend.store(key, blob, ttl_ms)
-    except BACKEND_ERRORS as exc:
-        logger.warning("cache: backend store failed for %r (%s): not cached", key, exc)
