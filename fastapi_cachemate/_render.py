@@ -17,18 +17,34 @@ set on ``response: Response`` must survive on miss and hit alike). A response wi
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Protocol
 
+from fastapi._compat import ModelField
 from fastapi.datastructures import DefaultPlaceholder
-from fastapi.routing import APIRoute, serialize_response
+from fastapi.routing import serialize_response
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.responses import Response
 
 from fastapi_cachemate._response import raw_response
 
-__all__ = ["RouteRenderer", "merge_returned", "without_headers"]
+__all__ = ["RenderedRoute", "RouteRenderer", "merge_returned", "without_headers"]
 
 _DUMP_JSON = "dump_json" in inspect.signature(serialize_response).parameters
+
+
+class RenderedRoute(Protocol):
+    """What FastAPI's request handler reads of a route to render its responses: an APIRoute,
+    or the effective route context FastAPI 0.165 runs for a route of an included router."""
+
+    response_field: ModelField | None
+    response_model_include: Any
+    response_model_exclude: Any
+    response_model_by_alias: bool
+    response_model_exclude_unset: bool
+    response_model_exclude_defaults: bool
+    response_model_exclude_none: bool
+    status_code: int | None
+    response_class: type[Response] | DefaultPlaceholder
 
 
 class RouteRenderer:
@@ -47,7 +63,7 @@ class RouteRenderer:
         "_status_code",
     )
 
-    def __init__(self, route: APIRoute) -> None:
+    def __init__(self, route: RenderedRoute) -> None:
         self._field = route.response_field
         self._include = route.response_model_include
         self._exclude = route.response_model_exclude

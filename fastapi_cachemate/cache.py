@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, parse_vary
+from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
 from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass, unstorable_reason
 from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
 from fastapi_cachemate._response import raw_response
@@ -246,7 +246,7 @@ def _take(kwargs: dict[str, Any], name: str, *, keep: bool) -> Any:
 class _Plan(NamedTuple):
     """What one route needs per request, built on its first request."""
 
-    route: APIRoute
+    route: Any  # an APIRoute or FastAPI's effective route context (see _plan)
     prefix: str
     keyer: RouteKeyer | None  # None: this route cannot be keyed (logged once), not cached
     renderer: RouteRenderer
@@ -327,9 +327,11 @@ class _CachedEndpoint:
     # --- the steps ------------------------------------------------------------------------
 
     def _plan(self, request: Request) -> _Plan | None:
-        route = request.scope.get("route")
-        if not isinstance(route, APIRoute):
+        if not isinstance(request.scope.get("route"), APIRoute):
             return None
+        # What FastAPI runs: with an included router's prefix, dependencies and response
+        # class (FastAPI 0.165 keeps them out of scope["route"]); one object per inclusion.
+        route: Any = effective_route(request.scope)
         prefix = CacheSetup.prefix()
         plan = self._plans.get(id(route))
         if plan is None or plan.route is not route or plan.prefix != prefix:
@@ -337,7 +339,7 @@ class _CachedEndpoint:
             self._plans[id(route)] = plan
         return plan
 
-    def _keyer(self, route: APIRoute, prefix: str) -> RouteKeyer | None:
+    def _keyer(self, route: Any, prefix: str) -> RouteKeyer | None:
         try:
             return RouteKeyer.for_route(
                 route, prefix=prefix, vary=self._vary, injected=self._injected

@@ -189,3 +189,58 @@ async def test_cached_response_is_fastapis(path: str, clean_cache_setup: None) -
     assert _comparable(second) == expected
     stored = 200 <= expected[0] < 300 and path != "/injected"
     assert second.headers["x-cache-status"] == ("HIT" if stored else "MISS")
+
+
+async def test_included_router_context(clean_cache_setup: None) -> None:
+    """FastAPI 0.165 runs an included route with the include's prefix, dependencies and
+    default response class (not in scope["route"]): rendered and keyed with them."""
+    from fastapi import Depends, Query
+
+    seen: list[str] = []
+
+    async def tenant(response: Response, tenant: str = Query("none")) -> None:
+        seen.append(tenant)
+        response.headers["x-tenant"] = tenant
+
+    def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> APIRouter:
+        router = APIRouter()
+
+        @router.get("/page")
+        @wrap
+        async def page() -> str:
+            return "<p>page</p>"
+
+        return router
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        CacheSetup.setup()
+        yield
+        await CacheSetup.close()
+
+    app = FastAPI(lifespan=lifespan)
+    cached = build(cache_response(ttl=60))
+    for prefix, router in (("/plain", build(lambda f: f)), ("/cached", cached)):
+        app.include_router(
+            router,
+            prefix=prefix,
+            dependencies=[Depends(tenant)],
+            default_response_class=HTMLResponse,
+        )
+    app.include_router(cached, prefix="/other")  # the same router again, no dependency
+    async with served(app) as client:
+        expected = _comparable(await client.get("/plain/page?tenant=a"))
+        answers = [await client.get(url) for url in ["/cached/page?tenant=a"] * 2]
+        other_tenant = await client.get("/cached/page?tenant=b")
+        other_include = [await client.get("/other/page?tenant=a") for _ in range(2)]
+    assert expected[1][:1] == [("content-length", "11")]
+    assert ("content-type", "text/html; charset=utf-8") in expected[1]
+    assert [_comparable(r) for r in answers] == [expected, expected]
+    assert [r.headers["x-cache-status"] for r in answers] == ["MISS", "HIT"]
+    # the include-level dependency reads ?tenant: it is in the key
+    assert other_tenant.headers["x-cache-status"] == "MISS"
+    assert other_tenant.headers["x-tenant"] == "b"
+    assert [r.headers["x-cache-status"] for r in other_include] == ["MISS", "HIT"]
+    assert "x-tenant" not in other_include[1].headers
+    assert other_include[1].headers["content-type"] == "application/json"
+    assert seen == ["a", "a", "a", "b"]
