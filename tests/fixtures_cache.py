@@ -27,7 +27,9 @@ __all__ = ["AppFactory", "app_factory_fixture", "backend_kind_fixture"]
 AppFactory = Callable[..., FastAPI]
 
 
-@pytest.fixture(name="backend_kind", params=["memory", "redis"])
+@pytest.fixture(
+    name="backend_kind", params=["memory", pytest.param("redis", marks=pytest.mark.redis)]
+)
 def backend_kind_fixture(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind

@@ -85,6 +85,7 @@ async def test_bad_bytes_at_the_key_are_a_miss_and_get_overwritten(
     assert app.state.calls["async"] == 1
 
 
+@pytest.mark.redis
 async def test_the_decorator_uses_the_keyers_key(redis_server: RedisServer) -> None:
     """key_of() above computes what the decorator stores (checked on Redis's keyspace)."""
     client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
@@ -103,6 +104,7 @@ async def test_the_decorator_uses_the_keyers_key(redis_server: RedisServer) -> N
         assert stored == [key_of(app, "/async/{item_id}", "/async/4")[0]]
 
 
+@pytest.mark.redis
 async def test_backend_stopped_the_endpoint_answers(
     redis_process: RedisServer, clean_cache_setup: None
 ) -> None:

@@ -23,6 +23,8 @@ from fastapi_cachemate._keyspec import RouteKeyer
 from tests.apps import served
 from tests.servers import RedisServer
 
+pytestmark = pytest.mark.redis
+
 README = Path(__file__).parent / "data" / "seed-README.txt"
 
 PRELUDE = """\

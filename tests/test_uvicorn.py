@@ -86,6 +86,7 @@ def test_uvicorn_in_process_store() -> None:
         _miss_then_hit(base_url)
 
 
+@pytest.mark.redis
 def test_uvicorn_on_redis(redis_server: RedisServer) -> None:
     import redis
 
