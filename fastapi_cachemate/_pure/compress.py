@@ -114,7 +114,10 @@ def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes:
 
 
 def _stream(buf: bytes, max_size: int) -> bytes:
-    decompressor = zstandard.ZstdDecompressor(max_window_size=1 << _window_log_for(max_size))
+    max_window = 1 << _window_log_for(max_size)
+    if zstandard.get_frame_parameters(buf).window_size > max_window:
+        raise MalformedError("zstd frame asks for a window larger than this max_size allows")
+    decompressor = zstandard.ZstdDecompressor(max_window_size=max_window)
     parts: list[bytes] = []
     total = 0
     with decompressor.stream_reader(buf, read_across_frames=False) as reader:
