@@ -53,14 +53,14 @@ class KeySpec:
     params and Vary). cookie_names: declared Cookie() params and varied cookies.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         prefix: str,
         route: str,
         query_names: Sequence[str] | None,
         header_names: Sequence[str] = (),
         cookie_names: Sequence[str] = (),
-    ) -> None: ...
+    ) -> KeySpec: ...
     @property
     def prefix(self) -> str: ...
     @property
