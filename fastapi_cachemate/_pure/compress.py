@@ -8,6 +8,7 @@ cap enforced and the window it may ask for capped as in C.
 
 from __future__ import annotations
 
+import sys
 from typing import Final
 
 import zstandard
@@ -83,6 +84,8 @@ def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes:
         raise TypeError(f"max_size must be int, not {type(max_size).__name__}")
     if max_size < 0:
         raise ValueError(f"max_size must be >= 0, not {max_size}")
+    if max_size > sys.maxsize:
+        raise OverflowError("max_size does not fit in a C ssize_t")
     buf = bytes(_view(data))
     n = len(buf)
     if n < 4:

@@ -294,6 +294,8 @@ def test_bad_arguments(kernels: ModuleType) -> None:
         kernels.decompress(kernels.compress(b"x"), max_size=1.5)
     with pytest.raises(TypeError):
         kernels.decompress(None)
+    with pytest.raises(OverflowError):
+        kernels.decompress(kernels.compress(b"x"), max_size=1 << 64)
     with pytest.raises(TypeError):
         kernels.compress()
     assert kernels.decompress(kernels.compress(b"xy", level=0), max_size=2) == b"xy"
@@ -324,3 +326,31 @@ def test_threads_never_share_a_context() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_second_module_instance_has_its_own_state() -> None:
+    """Multi-phase init: a second instance has its own KeySpec type and context pool."""
+    import gc
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_cachemate._native")
+    assert spec is not None
+    assert spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(other)
+    assert other is not _native
+    assert other.KeySpec is not _native.KeySpec
+    data = payload(300_000)
+    assert other.decompress(_native.compress(data)) == data
+    assert _native.decompress(other.compress(data)) == data
+    with pytest.raises(other.MalformedError):
+        other.decompress(b"nope")
+    key_spec = other.KeySpec("a", "/", None)
+    assert other.build_key(key_spec, "GET", "/", [], []) == _native.build_key(
+        _native.KeySpec("a", "/", None), "GET", "/", [], []
+    )
+    with pytest.raises(TypeError):
+        _native.build_key(key_spec, "GET", "/", [], [])
+    del other, key_spec
+    gc.collect()
+    assert _native.decompress(_native.compress(data)) == data
