@@ -15,7 +15,8 @@
  * Decompression treats its input as hostile. Exactly one zstd frame is
  * accepted: a skippable frame, several frames, trailing bytes, a truncated
  * frame or a bad magic raise MalformedError. A frame that declares its
- * content size is refused before allocating when that size exceeds max_size;
+ * content size is refused before allocating when that size exceeds max_size
+ * or what its blocks can hold (128 KiB per 3 bytes of input at most);
  * a frame without one is decompressed by streaming into a buffer that grows
  * up to max_size + 1 bytes, refused as soon as it would pass max_size, with
  * the window a frame may ask for capped near max_size (at least 8 MiB, what
@@ -34,6 +35,9 @@
 #define CM_ZSTD_STREAM_MIN_CAP ((size_t)16 * 1024)
 #define CM_ZSTD_WINDOWLOG_MIN 23 /* 8 MiB: what levels 1..19 ask for */
 #define CM_ZSTD_WINDOWLOG_MAX 27 /* ZSTD_WINDOWLOG_LIMIT_DEFAULT */
+/* RFC 8878: a block holds at most 128 KiB and takes at least 3 bytes. */
+#define CM_ZSTD_BLOCK_MAX ((unsigned long long)128 * 1024)
+#define CM_ZSTD_BLOCK_HEADER 3
 
 typedef enum { OP_COMPRESS, OP_DECOMPRESS } zstd_op;
 
@@ -314,6 +318,17 @@ cm_zstd_decompress(cm_state *st, const void *src, size_t n, size_t max_size)
                      "zstd frame declares %llu bytes, more than max_size "
                      "(%zu)",
                      size, max_size);
+        return NULL;
+    }
+    /* A declared size the frame's blocks cannot hold would make us allocate
+     * up to max_size for a few bytes of input: refuse it first. */
+    if (size != ZSTD_CONTENTSIZE_UNKNOWN &&
+        size > (unsigned long long)(n / CM_ZSTD_BLOCK_HEADER) *
+                   CM_ZSTD_BLOCK_MAX) {
+        PyErr_Format(st->MalformedError,
+                     "zstd frame declares %llu bytes, more than its %zu bytes "
+                     "of blocks can hold",
+                     size, n);
         return NULL;
     }
     dctx = take_dctx(&st->compress);

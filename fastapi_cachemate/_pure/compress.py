@@ -26,6 +26,8 @@ _SKIPPABLE_START: Final = 0x184D2A50
 _WINDOWLOG_MIN: Final = 23
 _WINDOWLOG_MAX: Final = 27
 _CHUNK: Final = 1 << 17
+_BLOCK_MAX: Final = 128 * 1024  # RFC 8878: a block holds at most 128 KiB ...
+_BLOCK_HEADER: Final = 3  # ... and takes at least 3 bytes
 
 
 def _view(data: Buffer) -> memoryview:
@@ -106,6 +108,10 @@ def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes:
             if size > max_size:
                 raise MalformedError(
                     f"zstd frame declares {size} bytes, more than max_size ({max_size})"
+                )
+            if size > (n // _BLOCK_HEADER) * _BLOCK_MAX:
+                raise MalformedError(
+                    f"zstd frame declares {size} bytes, more than its {n} bytes of blocks can hold"
                 )
             out = zstandard.ZstdDecompressor().decompress(buf)
             if len(out) != size:

@@ -127,6 +127,23 @@ def test_declared_bomb_refused_before_allocating(kernels: ModuleType) -> None:
     assert peak < 1 << 20
 
 
+def test_declared_size_beyond_what_the_blocks_hold(kernels: ModuleType) -> None:
+    """A 20-byte frame claiming 60 MiB (under max_size): refused without allocating it."""
+    fake = (
+        struct.pack("<IBQ", 0xFD2FB528, 0xE0, 60 << 20)
+        + (1 | 1 << 1 | 5 << 3).to_bytes(3, "little")
+        + b"\x00"
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(kernels.MalformedError, match="blocks can hold"):
+            kernels.decompress(fake)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
 def test_unsized_bomb_stops_at_the_cap(kernels: ModuleType) -> None:
     bomb = rle_frame(GIB, declare_size=False)
     assert zstandard.frame_content_size(bomb) == -1
