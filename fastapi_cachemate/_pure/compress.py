@@ -4,14 +4,17 @@ Same acceptance rules as the C side: exactly one zstd frame (a skippable frame, 
 frames, trailing bytes, truncation or a bad magic raise MalformedError); a declared content
 size above max_size is refused before allocating; a frame without one is streamed with the
 cap enforced and the window it may ask for capped as in C.
+
+zstandard is imported on first use (it is in the test extra, not a runtime dependency), so the
+other twins work without it.
 """
 
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 from typing import Final
 
-import zstandard
 from typing_extensions import Buffer
 
 from fastapi_cachemate._pure.errors import MalformedError
@@ -30,6 +33,17 @@ _BLOCK_MAX: Final = 128 * 1024  # RFC 8878: a block holds at most 128 KiB ...
 _BLOCK_HEADER: Final = 3  # ... and takes at least 3 bytes
 
 
+def _zstd() -> ModuleType:
+    try:
+        import zstandard
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise ImportError(
+            "the pure-Python zstd twin needs the 'zstandard' package "
+            "(pip install 'fastapi-cachemate[test]')"
+        ) from exc
+    return zstandard
+
+
 def _view(data: Buffer) -> memoryview:
     view = memoryview(data)
     if not view.c_contiguous:
@@ -42,13 +56,15 @@ def compress(data: Buffer, /, level: int = 3) -> bytes:
         raise TypeError(f"level must be int, not {type(level).__name__}")
     if not ZSTD_MIN_LEVEL <= level <= ZSTD_MAX_LEVEL:
         raise ValueError(f"zstd level must be in {ZSTD_MIN_LEVEL}..{ZSTD_MAX_LEVEL}, not {level}")
-    return zstandard.ZstdCompressor(level=level).compress(_view(data))
+    out: bytes = _zstd().ZstdCompressor(level=level).compress(_view(data))
+    return out
 
 
 def _frame_size(buf: bytes) -> int:
     """The compressed size of the frame at the start of buf (ZSTD_findFrameCompressedSize)."""
+    zstandard = _zstd()
     try:
-        pos = zstandard.frame_header_size(buf)
+        pos: int = zstandard.frame_header_size(buf)
         params = zstandard.get_frame_parameters(buf)
     except zstandard.ZstdError as exc:
         raise MalformedError(f"malformed zstd frame header: {exc}") from None
@@ -102,7 +118,8 @@ def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes:
         raise MalformedError(
             f"{n - frame} bytes after the zstd frame (trailing data or another frame)"
         )
-    size = zstandard.get_frame_parameters(buf).content_size
+    zstandard = _zstd()
+    size: int = zstandard.get_frame_parameters(buf).content_size
     try:
         if size != zstandard.CONTENTSIZE_UNKNOWN:
             if size > max_size:
@@ -113,7 +130,7 @@ def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes:
                 raise MalformedError(
                     f"zstd frame declares {size} bytes, more than its {n} bytes of blocks can hold"
                 )
-            out = zstandard.ZstdDecompressor().decompress(buf)
+            out: bytes = zstandard.ZstdDecompressor().decompress(buf)
             if len(out) != size:
                 raise MalformedError(f"zstd frame declares {size} bytes but holds {len(out)}")
             return out
@@ -123,6 +140,7 @@ def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes:
 
 
 def _stream(buf: bytes, max_size: int) -> bytes:
+    zstandard = _zstd()
     max_window = 1 << _window_log_for(max_size)
     if zstandard.get_frame_parameters(buf).window_size > max_window:
         raise MalformedError("zstd frame asks for a window larger than this max_size allows")
