@@ -40,6 +40,11 @@ def packb(obj: object, /) -> bytes: ...
 def unpackb(data: Buffer, /) -> Any: ...
 
 # --- zstd (csrc/compress.c) ---------------------------------------------------------------
+# decompress accepts exactly one zstd frame and raises MalformedError on anything else
+# (skippable-only, several frames, trailing bytes, truncation) and on content > max_size.
+ZSTD_MIN_LEVEL: Final[int]  # ZSTD_minCLevel(), -131072
+ZSTD_MAX_LEVEL: Final[int]  # ZSTD_maxCLevel(), 22; compress raises ValueError outside
+
 def compress(data: Buffer, /, level: int = 3) -> bytes: ...
 def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes: ...
 
@@ -57,16 +62,36 @@ class KeySpec:
     params and Vary). cookie_names: declared Cookie() params and varied cookies.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         prefix: str,
         route: str,
         query_names: Sequence[str] | None,
         header_names: Sequence[str] = (),
         cookie_names: Sequence[str] = (),
-    ) -> None: ...
+    ) -> KeySpec: ...
     @property
     def prefix(self) -> str: ...
+    @property
+    def route(self) -> str: ...
+    @property
+    def query_names(self) -> tuple[str, ...] | None: ...
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """The header names, ASCII lower-cased."""
+    @property
+    def cookie_names(self) -> tuple[str, ...]: ...
+
+def key_material(
+    spec: KeySpec,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    headers: Sequence[tuple[bytes, bytes]],
+    cookies: Mapping[str, str] | None = None,
+    /,
+) -> bytes:
+    """The canonical encoding that build_key hashes (format: csrc/key.c, docs/design.md)."""
 
 def build_key(
     spec: KeySpec,
@@ -131,6 +156,14 @@ def body_etag(body: Buffer, /) -> bytes:
     """The strong ETag write_entry stores for this body, quotes included."""
 
 # --- freshness and refresh decisions (csrc/refresh.c) -------------------------------------
+# The rule: docs/design.md, "Refresh rule". Arguments are float or int (TypeError otherwise).
+REFRESH_TTL_FLOOR: Final[float]  # 0.05: the window is never shorter than this part of the ttl
+
+def refresh_window(
+    compute_ms: float, ttl_ms: float, max_planning_ms: float, buffer: float, /
+) -> float:
+    """ms before expiry from which refresh_due fires: max(b*c + min(3c, P), floor*ttl)."""
+
 def refresh_due(
     compute_ms: float,
     remaining_ms: float,
