@@ -1,0 +1,105 @@
+"""In-process single-flight: concurrent callers of one key await one computation.
+
+Contract
+--------
+``result, leader = await flight.run(key, fn)``
+
+* The first caller for ``key`` becomes the *leader*: it awaits ``fn()`` **in its own task**
+  (so the computation sees the leader's own request, context variables and dependencies).
+  Callers that arrive while it runs are *followers*: they do not call their ``fn`` and await
+  the leader's outcome instead. ``leader`` is True for the caller whose ``fn`` produced the
+  result.
+* The result is shared: every follower gets the very object the leader got (treat it as
+  read-only, e.g. bytes or a frozen entry).
+* An exception raised by ``fn`` (an ``Exception``) propagates to the leader and to every
+  follower waiting at that time (the same exception object).
+* Leader cancelled (client gone, ``asyncio.timeout`` around the request, ...): its ``fn`` is
+  cancelled with it, because that computation may use objects of the leader's request that
+  are being torn down. The followers are not cancelled and do not hang: they wake up and the
+  first of them to run *takes over*: it becomes the new leader and runs **its own** ``fn``;
+  the others follow it. The cancelled leader's ``CancelledError`` propagates only to itself.
+  The same takeover happens for any other ``BaseException`` that is not an ``Exception``
+  (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``): they propagate to the leader only.
+* A follower cancelled while waiting: only that follower gets ``CancelledError``; the leader's
+  computation and the other followers are unaffected.
+* No growth: a key's entry is removed when its computation ends, whatever the outcome, so the
+  map holds only keys being computed right now (``len(flight)``).
+* No timeouts here: bound the wait with ``asyncio.timeout``/``wait_for`` around ``run``.
+  A follower that times out is just a cancelled follower (above).
+* Not thread-safe: one ``SingleFlight`` per event loop (create it inside the loop's app, e.g.
+  in the lifespan). Keys from different flights never meet.
+
+Cost: one dict lookup per call, plus one Future per computation that has followers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+__all__ = ["SingleFlight"]
+
+T = TypeVar("T")
+
+
+class _Handover:
+    """The leader left without a result: a follower must take over."""
+
+    __slots__ = ()
+
+
+_HANDOVER = _Handover()
+
+
+class SingleFlight:
+    """Deduplicates concurrent computations of one key inside one event loop."""
+
+    __slots__ = ("_flights",)
+
+    def __init__(self) -> None:
+        # key -> the Future the followers await (resolved by the leader on exit)
+        self._flights: dict[bytes, asyncio.Future[Any]] = {}
+
+    def __len__(self) -> int:
+        """The number of keys being computed right now."""
+        return len(self._flights)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._flights
+
+    async def run(self, key: bytes, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """``(result, leader)``: await ``fn()`` once per key among concurrent callers."""
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                return await self._lead(key, fn), True
+            # shield: a cancelled follower must not cancel the shared Future
+            outcome = await asyncio.shield(flight)
+            if outcome is _HANDOVER:
+                continue  # the leader is gone: take over, or follow whoever did
+            result: T = outcome
+            return result, False
+
+    async def _lead(self, key: bytes, fn: Callable[[], Awaitable[T]]) -> T:
+        flight: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            result = await fn()
+        except Exception as exc:
+            self._finish(key, flight)
+            flight.set_exception(exc)
+            flight.exception()  # mark retrieved: no "exception was never retrieved" log
+            raise
+        except BaseException:
+            # cancelled (or interpreter exit): the followers take over
+            self._finish(key, flight)
+            flight.set_result(_HANDOVER)
+            raise
+        self._finish(key, flight)
+        flight.set_result(result)
+        return result
+
+    def _finish(self, key: bytes, flight: asyncio.Future[Any]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
