@@ -66,6 +66,7 @@ __all__ = [
     "BreakerState",
     "BreakerStats",
     "CircuitBreaker",
+    "with_timeout",
 ]
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class CircuitBreaker:
         probe = self._admit()
         generation = self._generation
         try:
-            result = await _with_timeout(factory, timeout)
+            result = await with_timeout(factory, timeout)
         except self._failure_types as exc:
             self.stats.failures += 1
             if isinstance(exc, asyncio.TimeoutError):
@@ -231,11 +232,13 @@ class CircuitBreaker:
 
 if sys.version_info >= (3, 11):
 
-    async def _with_timeout(factory: Callable[[], Awaitable[T]], timeout: float) -> T:
+    async def with_timeout(factory: Callable[[], Awaitable[T]], timeout: float) -> T:
+        """``await factory()`` bounded by ``timeout`` s (``asyncio.TimeoutError`` past it)."""
         async with asyncio.timeout(timeout):
             return await factory()
 
 else:  # pragma: no cover - 3.10
 
-    async def _with_timeout(factory: Callable[[], Awaitable[T]], timeout: float) -> T:
+    async def with_timeout(factory: Callable[[], Awaitable[T]], timeout: float) -> T:
+        """``await factory()`` bounded by ``timeout`` s (``asyncio.TimeoutError`` past it)."""
         return await asyncio.wait_for(factory(), timeout)
