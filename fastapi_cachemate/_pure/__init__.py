@@ -6,5 +6,37 @@ package use these instead of the extension.
 """
 
 from fastapi_cachemate._pure.blake2b import blake2b
+from fastapi_cachemate._pure.entry import (
+    COMPRESS_ALL,
+    COMPRESS_DISABLED,
+    COMPRESS_SMART,
+    ENTRY_FORMAT_VERSION,
+    ENTRY_MAX_BODY,
+    EXPIRED,
+    FRESH,
+    STALE,
+    Entry,
+    body_etag,
+    read_entry,
+    write_entry,
+)
+from fastapi_cachemate._pure.store import STORE_EXPIRED_SCAN, STORE_ITEM_OVERHEAD, MemoryStore
 
-__all__ = ["blake2b"]
+__all__ = [
+    "COMPRESS_ALL",
+    "COMPRESS_DISABLED",
+    "COMPRESS_SMART",
+    "ENTRY_FORMAT_VERSION",
+    "ENTRY_MAX_BODY",
+    "EXPIRED",
+    "FRESH",
+    "STALE",
+    "STORE_EXPIRED_SCAN",
+    "STORE_ITEM_OVERHEAD",
+    "Entry",
+    "MemoryStore",
+    "blake2b",
+    "body_etag",
+    "read_entry",
+    "write_entry",
+]
