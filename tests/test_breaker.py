@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import subprocess
-import threading
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -21,6 +18,7 @@ from fastapi_cachemate._breaker import (
     BreakerStats,
     CircuitBreaker,
 )
+from tests.servers import RedisServer
 
 LOGGER = "fastapi_cachemate._breaker"
 
@@ -328,87 +326,12 @@ def test_rejects_bad_parameters() -> None:
 # --- against a real redis-server -----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A redis-server on 127.0.0.1 that the test starts and stops (and restarts on one port)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[str] | None = None
-        self._drain: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert self.proc is None
-        proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert proc.stdout is not None
-        seen: list[str] = []
-        for line in proc.stdout:  # blocks until the next line: an event, not a sleep
-            seen.append(line)
-            if "Ready to accept connections" in line:
-                break
-        else:
-            proc.wait()
-            raise RuntimeError("redis-server did not start:\n" + "".join(seen))
-        # keep reading its log so that a full pipe never blocks it
-        self._drain = threading.Thread(target=proc.stdout.read, daemon=True)
-        self._drain.start()
-        self.proc = proc
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        proc.wait()
-        if self._drain is not None:
-            self._drain.join()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.redis
 async def test_real_redis_stopped_opens_then_probe_closes_after_restart(
-    redis_server: RedisServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    redis_process: RedisServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, LOGGER)
-    client = aioredis.Redis.from_url(redis_server.url, socket_timeout=1.0)
+    client = aioredis.Redis.from_url(redis_process.url, socket_timeout=1.0)
     breaker = CircuitBreaker(failures=3, reset_after=5.0, clock=clock, name="redis")
     sent = 0
 
@@ -421,7 +344,7 @@ async def test_real_redis_stopped_opens_then_probe_closes_after_restart(
         await client.set("k", b"v")
         assert await breaker.call(get, 0.5) == b"v"
 
-        redis_server.stop()
+        redis_process.stop()
         errors: list[BaseException | None] = []
         for _ in range(3):
             with pytest.raises(BackendUnavailable) as info:
@@ -436,7 +359,7 @@ async def test_real_redis_stopped_opens_then_probe_closes_after_restart(
             assert info.value.short_circuited
         assert sent == sent_when_opened  # returned at once: no call was made
 
-        redis_server.start()  # same port, empty (no persistence)
+        redis_process.start()  # same port, empty (no persistence)
         clock.now += 5.0
         assert await breaker.call(get, 0.5) is None  # the probe reaches the new server
         assert state_of(breaker) is BreakerState.CLOSED

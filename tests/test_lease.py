@@ -1,8 +1,8 @@
 """Lease / acquire_or_wait: one computation per key across processes, on the backend lock.
 
-Against an in-process lock manager written here (the real one lives on the backends branch)
-and against a real redis-server (a minimal SET NX PX lock manager written here, and a holder
-in another process killed with SIGKILL).
+Against the shipped lock managers: MemoryLockManager (with an injected clock where expiry
+matters) and RedisLockManager on a real redis-server, including a holder in another process
+killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import os
 import random
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -32,8 +30,11 @@ from fastapi_cachemate._lease import (
     lock_ttl_ms,
     try_acquire,
 )
+from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.locks.memory import MemoryLockManager
+from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import LockManager
-from tests.test_breaker import RedisServer
+from tests.servers import RedisServer
 
 LOGGER = "fastapi_cachemate._lease"
 SAFETY = 60.0  # seconds: only turns a hang into a failure, never reached when things work
@@ -62,50 +63,30 @@ class Counted:
         await asyncio.wait_for(wait(), SAFETY)
 
 
-class MemoryLocks(LockManager):
-    """An in-process lock manager: token per acquisition, TTL on the monotonic clock."""
-
+class FakeClock:
     def __init__(self) -> None:
-        self.held: dict[bytes, tuple[str, float]] = {}
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingMemoryLocks(MemoryLockManager):
+    """The shipped in-process lock manager, counting try_lock and extend calls."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock=clock)
         self.extends = Counted()
         self.try_locks = 0
 
-    def _live(self, key: bytes) -> tuple[str, float] | None:
-        cur = self.held.get(key)
-        if cur is not None and cur[1] <= time.monotonic():
-            del self.held[key]
-            return None
-        return cur
-
     async def try_lock(self, key: bytes, ttl_ms: int) -> str | None:
         self.try_locks += 1
-        if self._live(key) is not None:
-            return None
-        token = uuid.uuid4().hex
-        self.held[key] = (token, time.monotonic() + ttl_ms / 1000)
-        return token
-
-    async def unlock(self, key: bytes, token: str) -> bool:
-        cur = self._live(key)
-        if cur is None or cur[0] != token:
-            return False
-        del self.held[key]
-        return True
+        return await super().try_lock(key, ttl_ms)
 
     async def extend(self, key: bytes, token: str, ttl_ms: int) -> bool:
-        cur = self._live(key)
-        ok = cur is not None and cur[0] == token
-        if ok:
-            self.held[key] = (token, time.monotonic() + ttl_ms / 1000)
+        ok = await super().extend(key, token, ttl_ms)
         await self.extends.bump()
         return ok
-
-    # the seed's interface (unused by the lease)
-    async def acquire(self, lock_key: str) -> bool:
-        return await self.try_lock(lock_key.encode(), 5000) is not None
-
-    async def release(self, lock_key: str) -> bool:
-        return self.held.pop(lock_key.encode(), None) is not None
 
 
 class SeedStyleLocks(LockManager):
@@ -180,7 +161,7 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 
 
 async def test_waiters_see_the_value_the_holder_stored() -> None:
-    locks, store = MemoryLocks(), Store()
+    locks, store = CountingMemoryLocks(), Store()
     key, lock_key = b"entry", b"lock:entry"
     computations = 0
 
@@ -207,11 +188,11 @@ async def test_waiters_see_the_value_the_holder_stored() -> None:
         assert isinstance(outcome, Found)
         assert outcome.value == b"computed"
         assert outcome.polls >= 1
-    assert locks.held == {}  # unlocked on exit
+    assert len(locks) == 0  # unlocked on exit
 
 
 async def test_holder_extends_past_the_original_ttl() -> None:
-    locks, store = MemoryLocks(), Store()
+    locks, store = CountingMemoryLocks(), Store()
     lease = await acquire_or_wait(locks, b"lock", store.fetcher(b"k"), ttl_ms=150, wait_timeout=1)
     assert isinstance(lease, Lease)
     assert lease.extend_every == pytest.approx(0.05)
@@ -222,27 +203,34 @@ async def test_holder_extends_past_the_original_ttl() -> None:
         assert await locks.try_lock(b"lock", 1000) is None  # still ours
         assert lease.extensions >= 4
         assert not lease.lost
-    assert locks.held == {}
+    assert len(locks) == 0
     assert lease.elapsed > 0.15
     assert lease.lost is False
 
 
 async def test_a_dead_holder_is_recovered_after_the_lock_ttl() -> None:
-    locks, store = MemoryLocks(), Store()
+    clock = FakeClock()
+    locks, store = CountingMemoryLocks(clock), Store()
     # a holder that took the lock and died: no extend, no unlock
     assert await locks.try_lock(b"lock", 200) is not None
-    outcome = await acquire_or_wait(
-        locks, b"lock", store.fetcher(b"k"), ttl_ms=5000, wait_timeout=30, backoff=FAST
+    waiter = asyncio.create_task(
+        acquire_or_wait(
+            locks, b"lock", store.fetcher(b"k"), ttl_ms=5000, wait_timeout=30, backoff=FAST
+        )
     )
-    assert isinstance(outcome, Lease)  # took over once the dead lock expired
-    assert store.fetches.n >= 1  # it waited, polling for the entry
+    await store.fetches.reach(2)  # polling, the lock still taken
+    assert not waiter.done()
+    clock.now += 0.2  # the dead holder's TTL runs out
+    outcome = await waiter
+    assert isinstance(outcome, Lease)  # took over at its next poll
     async with outcome:
-        assert b"lock" in locks.held
-    assert locks.held == {}
+        assert len(locks) == 1
+        assert await locks.try_lock(b"lock", 1000) is None
+    assert len(locks) == 0
 
 
 async def test_wait_is_bounded_then_no_lease() -> None:
-    locks, store = MemoryLocks(), Store()
+    locks, store = CountingMemoryLocks(), Store()
     assert await locks.try_lock(b"lock", 60_000) is not None  # held for a minute
     outcome = await acquire_or_wait(
         locks, b"lock", store.fetcher(b"k"), ttl_ms=5000, wait_timeout=0.05, backoff=FAST
@@ -256,7 +244,7 @@ async def test_wait_is_bounded_then_no_lease() -> None:
 
 
 async def test_zero_wait_timeout_does_not_poll() -> None:
-    locks, store = MemoryLocks(), Store()
+    locks, store = CountingMemoryLocks(), Store()
     await locks.try_lock(b"lock", 60_000)
     outcome = await acquire_or_wait(locks, b"lock", store.fetcher(b"k"), ttl_ms=1, wait_timeout=0)
     assert isinstance(outcome, NoLease)
@@ -265,7 +253,7 @@ async def test_zero_wait_timeout_does_not_poll() -> None:
 
 
 async def test_failed_holder_unlocks_and_a_waiter_takes_over() -> None:
-    locks, store = MemoryLocks(), Store()
+    locks, store = CountingMemoryLocks(), Store()
     holder = await try_acquire(locks, b"lock", 60_000)
     assert holder is not None
     waiter = asyncio.create_task(
@@ -285,11 +273,11 @@ async def test_failed_holder_unlocks_and_a_waiter_takes_over() -> None:
     # it did not wait for the 60 s TTL: the lock was released, the waiter took it
     assert isinstance(outcome, Lease)
     await outcome.release()
-    assert locks.held == {}
+    assert len(locks) == 0
 
 
 async def test_cancelled_holder_unlocks_and_stops_its_extender() -> None:
-    locks = MemoryLocks()
+    locks = CountingMemoryLocks()
     lease = await try_acquire(locks, b"lock", 60_000, extend_every=0.001)
     assert lease is not None
     inside = asyncio.Event()
@@ -305,7 +293,7 @@ async def test_cancelled_holder_unlocks_and_stops_its_extender() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert locks.held == {}
+    assert len(locks) == 0
     n = locks.extends.n
     for _ in range(10):
         await asyncio.sleep(0)
@@ -314,14 +302,14 @@ async def test_cancelled_holder_unlocks_and_stops_its_extender() -> None:
 
 
 async def test_recheck_after_lock_returns_a_value_stored_meanwhile() -> None:
-    locks, store = MemoryLocks(), Store()
+    locks, store = CountingMemoryLocks(), Store()
     store.values[b"k"] = b"stored between our miss and our lock"
     outcome = await acquire_or_wait(
         locks, b"lock", store.fetcher(b"k"), ttl_ms=1000, wait_timeout=1
     )
     assert isinstance(outcome, Found)
     assert outcome.value == b"stored between our miss and our lock"
-    assert locks.held == {}  # the lock it took was released
+    assert len(locks) == 0  # the lock it took was released
     outcome2 = await acquire_or_wait(
         locks, b"lock", store.fetcher(b"k"), ttl_ms=1000, wait_timeout=1, recheck=False
     )
@@ -329,7 +317,7 @@ async def test_recheck_after_lock_returns_a_value_stored_meanwhile() -> None:
     await outcome2.release()
 
 
-class BrokenUnlock(MemoryLocks):
+class BrokenUnlock(CountingMemoryLocks):
     async def unlock(self, key: bytes, token: str) -> bool:
         raise RedisConnectionError("connection reset")
 
@@ -350,27 +338,29 @@ async def test_unlock_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixt
 
 async def test_lost_lock_is_flagged_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, LOGGER)
-    locks = MemoryLocks()
+    clock = FakeClock()
+    locks = CountingMemoryLocks(clock)
     lease = await try_acquire(locks, b"lock", 60_000, extend_every=0.001)
     assert lease is not None
     async with lease:
         await locks.extends.reach(1)
-        del locks.held[b"lock"]  # expired (e.g. a long GC pause) ...
-        assert await locks.try_lock(b"lock", 60_000) is not None  # ... and taken by another
+        clock.now += 61  # expired (a long pause, a clock jump) ...
+        other = await locks.try_lock(b"lock", 60_000)  # ... and taken by another
+        assert other is not None
         await locks.extends.reach(2)
         for _ in range(5):
             await asyncio.sleep(0)
         assert lease.lost
         n = locks.extends.n
     assert locks.extends.n == n  # the extender stopped at the first refusal
-    assert b"lock" in locks.held  # the other holder's lock was not unlocked by us
+    assert await locks.unlock(b"lock", other)  # the other's lock was left alone by us
     records = [r for r in caplog.records if r.name == LOGGER]
     assert [r.getMessage() for r in records] == [
         "lock lost while computing (expired or taken over)"
     ]
 
 
-class FlakyExtend(MemoryLocks):
+class FlakyExtend(CountingMemoryLocks):
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
@@ -410,7 +400,7 @@ async def test_seed_style_lock_manager_gets_no_extender() -> None:
     assert locks.keys == set()
 
 
-class DownLocks(MemoryLocks):
+class DownLocks(CountingMemoryLocks):
     async def try_lock(self, key: bytes, ttl_ms: int) -> str | None:
         self.try_locks += 1
         raise RedisConnectionError("refused")
@@ -426,7 +416,7 @@ async def test_backend_errors_fail_open() -> None:
     assert isinstance(outcome.error, BackendUnavailable)
     assert isinstance(outcome.error.__cause__, RedisConnectionError)
 
-    locks = MemoryLocks()
+    locks = CountingMemoryLocks()
     await locks.try_lock(b"lock", 60_000)
 
     async def fetch_down() -> bytes | None:
@@ -441,7 +431,7 @@ async def test_backend_errors_fail_open() -> None:
 
 
 async def test_bugs_in_fetch_propagate() -> None:
-    locks = MemoryLocks()
+    locks = CountingMemoryLocks()
     await locks.try_lock(b"lock", 60_000)
 
     async def fetch_bug() -> bytes | None:
@@ -471,7 +461,7 @@ async def test_an_open_breaker_means_no_lock_call() -> None:
 
 
 async def test_a_lease_is_entered_once() -> None:
-    lease = await try_acquire(MemoryLocks(), b"lock", 1000)
+    lease = await try_acquire(CountingMemoryLocks(), b"lock", 1000)
     assert lease is not None
     async with lease:
         with pytest.raises(RuntimeError, match="once"):
@@ -481,65 +471,27 @@ async def test_a_lease_is_entered_once() -> None:
 # --- against a real redis-server ------------------------------------------------------------
 
 
-class RedisLocks(LockManager):
-    """A minimal token lock on Redis: SET NX PX, compare-and-delete, compare-and-pexpire."""
-
-    UNLOCK = (
-        "if redis.call('get', KEYS[1]) == ARGV[1] then "
-        "return redis.call('del', KEYS[1]) end return 0"
-    )
-    EXTEND = (
-        "if redis.call('get', KEYS[1]) == ARGV[1] then "
-        "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-    )
+class CountingRedisLocks(RedisLockManager):
+    """The shipped Redis lock manager, counting extend calls."""
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
+        super().__init__(RedisBackend(client))
         self.extends = Counted()
 
-    async def try_lock(self, key: bytes, ttl_ms: int) -> str | None:
-        token = uuid.uuid4().hex
-        ok = await self.client.set(key, token, nx=True, px=ttl_ms)
-        return token if ok else None
-
-    async def unlock(self, key: bytes, token: str) -> bool:
-        return bool(await self.client.eval(self.UNLOCK, 1, key, token))
-
     async def extend(self, key: bytes, token: str, ttl_ms: int) -> bool:
-        ok = bool(await self.client.eval(self.EXTEND, 1, key, token, ttl_ms))
+        ok = await super().extend(key, token, ttl_ms)
         await self.extends.bump()
         return ok
 
-    async def acquire(self, lock_key: str) -> bool:
-        return await self.try_lock(lock_key.encode(), 5000) is not None
-
-    async def release(self, lock_key: str) -> bool:
-        return bool(await self.client.delete(lock_key))
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 @pytest.fixture
-async def client(redis_server: RedisServer) -> Any:
-    c = aioredis.Redis.from_url(redis_server.url)
-    await c.flushdb()
-    try:
-        yield c
-    finally:
-        await c.aclose()
+def client(redis_client: aioredis.Redis) -> aioredis.Redis:
+    return redis_client
 
 
 @pytest.mark.redis
 async def test_redis_holder_extends_past_the_original_ttl(client: aioredis.Redis) -> None:
-    locks = RedisLocks(client)
+    locks = CountingRedisLocks(client)
     lease = await acquire_or_wait(
         locks, b"lock:k", lambda: client.get(b"k"), ttl_ms=200, wait_timeout=1
     )
@@ -574,13 +526,13 @@ async def test_redis_waiters_in_other_clients_see_the_stored_value(
 
     try:
         holder = await acquire_or_wait(
-            RedisLocks(client), b"lock:entry", fetcher(client), ttl_ms=5000, wait_timeout=1
+            CountingRedisLocks(client), b"lock:entry", fetcher(client), ttl_ms=5000, wait_timeout=1
         )
         assert isinstance(holder, Lease)
         waiters = [
             asyncio.create_task(
                 acquire_or_wait(
-                    RedisLocks(c),
+                    CountingRedisLocks(c),
                     b"lock:entry",
                     fetcher(c),
                     ttl_ms=5000,
@@ -605,11 +557,11 @@ HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
 from fastapi_cachemate._lease import Lease, acquire_or_wait
-from tests.test_lease import RedisLocks
+from tests.test_lease import CountingRedisLocks
 
 async def main() -> None:
     client = aioredis.Redis.from_url(sys.argv[1])
-    locks = RedisLocks(client)
+    locks = CountingRedisLocks(client)
     lease = await acquire_or_wait(
         locks, b"lock:slow", lambda: client.get(b"slow-entry"), ttl_ms=300, wait_timeout=1
     )
@@ -646,7 +598,7 @@ async def test_redis_killed_holder_lets_others_recover_after_the_lock_ttl(
         line = (await proc.stdout.readline()).decode().split()
         assert line == ["extended", "4"], line
         # past its first TTL, alive and extending: nobody else gets the lock
-        locks = RedisLocks(client)
+        locks = CountingRedisLocks(client)
         assert await client.pttl(b"lock:slow") > 0
         assert await locks.try_lock(b"lock:slow", 1000) is None
     finally:
