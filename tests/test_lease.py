@@ -30,6 +30,7 @@ from fastapi_cachemate._lease import (
     lock_ttl_ms,
     try_acquire,
 )
+from fastapi_cachemate._singleflight import SingleFlight
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
@@ -620,3 +621,101 @@ async def test_redis_killed_holder_lets_others_recover_after_the_lock_ttl(
     async with outcome:
         assert await client.get(b"lock:slow") == outcome.token.encode()
     assert await client.exists(b"lock:slow") == 0
+
+
+# --- composed with SingleFlight: the miss path's shape ---------------------------------------
+
+
+class Worker:
+    """One simulated worker process: its own client, lock manager and single flight."""
+
+    def __init__(self, client: aioredis.Redis, polls: Counted) -> None:
+        self.client = client
+        self.locks = CountingRedisLocks(client)
+        self.flight = SingleFlight()
+        self.polls = polls
+
+    async def fetch(self) -> bytes | None:
+        value = await self.client.get(b"entry")
+        assert value is None or isinstance(value, bytes)
+        await self.polls.bump()
+        return value
+
+    async def compute_once(self) -> bytes:
+        outcome = await acquire_or_wait(
+            self.locks, b"lock:entry", self.fetch, ttl_ms=5000, wait_timeout=30, backoff=FAST
+        )
+        if isinstance(outcome, Found):
+            return outcome.value
+        assert isinstance(outcome, Lease), outcome
+        async with outcome:
+            await self.client.incr(b"computations")  # counted in Redis
+            await self.polls.reach(2)  # the recheck + the other worker's leader polling
+            value = b"computed"
+            await self.client.set(b"entry", value, px=60_000)
+        return value
+
+    async def request(self) -> bytes:
+        value, _ = await self.flight.run(b"entry", self.compute_once)
+        return value
+
+
+@pytest.mark.redis
+async def test_two_workers_100_concurrent_cold_requests_each_compute_once(
+    redis_server: RedisServer, client: aioredis.Redis
+) -> None:
+    other = aioredis.Redis.from_url(redis_server.url)
+    polls = Counted()
+    try:
+        workers = [Worker(client, polls), Worker(other, polls)]
+        requests = [asyncio.create_task(w.request()) for _ in range(100) for w in workers]
+        results = await asyncio.gather(*requests)
+        assert results == [b"computed"] * 200
+        assert await client.get(b"computations") == b"1"
+        assert await client.exists(b"lock:entry") == 0
+        assert [len(w.flight) for w in workers] == [0, 0]
+    finally:
+        await other.aclose()
+
+
+async def test_cancelled_leader_releases_the_lock_and_a_follower_takes_over() -> None:
+    locks, store = CountingMemoryLocks(), Store()
+    flight = SingleFlight()
+    computations: list[str] = []
+    holding = asyncio.Event()
+
+    def compute_once(name: str) -> Callable[[], Awaitable[bytes]]:
+        async def run() -> bytes:
+            outcome = await acquire_or_wait(
+                locks, b"lock", store.fetcher(b"k"), ttl_ms=60_000, wait_timeout=30, backoff=FAST
+            )
+            if isinstance(outcome, Found):
+                return outcome.value
+            assert isinstance(outcome, Lease)
+            async with outcome:
+                computations.append(name)
+                if name == "leader":
+                    holding.set()
+                    await asyncio.Event().wait()  # until cancelled (client went away)
+                store.values[b"k"] = name.encode()
+            return name.encode()
+
+        return run
+
+    leader = asyncio.create_task(flight.run(b"k", compute_once("leader")))
+    await holding.wait()
+    followers = [
+        asyncio.create_task(flight.run(b"k", compute_once(f"follower-{i}"))) for i in range(10)
+    ]
+    for _ in range(5):
+        await asyncio.sleep(0)  # the followers are waiting on the flight
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    results = await asyncio.gather(*followers)
+    # one follower took over the flight and, the lock being released, the lock at once
+    assert len(computations) == 2
+    assert computations[0] == "leader"
+    assert {value for value, _ in results} == {computations[1].encode()}
+    assert sum(is_leader for _, is_leader in results) == 1
+    assert len(locks) == 0
