@@ -17,6 +17,7 @@ from fastapi_cachemate._breaker import (
     BreakerState,
     BreakerStats,
     CircuitBreaker,
+    Deadlines,
 )
 from tests.servers import RedisServer
 
@@ -371,3 +372,112 @@ async def test_real_redis_stopped_opens_then_probe_closes_after_restart(
         ]
     finally:
         await client.aclose()
+
+
+# --- Deadlines: the per-call timeout ---------------------------------------------------------
+
+
+async def hang_forever() -> str:
+    await asyncio.Event().wait()
+    return "never"
+
+
+async def test_deadline_raises_timeout_and_withdraws_its_cancel() -> None:
+    deadlines = Deadlines()
+    with pytest.raises(TimeoutError):
+        await deadlines.run(hang_forever, 0.0)
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0  # type: ignore[attr-defined,unused-ignore]
+    await asyncio.sleep(0)  # and no cancellation is left pending for the next await
+    assert await deadlines.run(Backend().op, 1.0) == "ok"
+
+
+async def test_deadline_is_not_reached_by_a_quick_call() -> None:
+    deadlines = Deadlines()
+    for _ in range(100):
+        assert await deadlines.run(Backend().op, 60.0) == "ok"
+    assert len(deadlines) == 1  # 100 calls in one 5 ms slot share one timer
+    assert all(not members for members in deadlines._slots.values())  # and left it
+
+
+async def test_concurrent_calls_share_timers() -> None:
+    deadlines = Deadlines(resolution=3600.0)  # one slot for the whole test
+    started = asyncio.Event()
+    count = 0
+
+    async def wait() -> str:
+        nonlocal count
+        count += 1
+        if count == 500:
+            started.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    tasks = [asyncio.create_task(deadlines.run(wait, 1.0)) for _ in range(500)]
+    await started.wait()
+    assert len(deadlines) <= 2  # 500 deadlines, at most 2 timers (a slot boundary)
+    for task in tasks:
+        task.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+
+
+async def test_an_outside_cancel_stays_a_cancel() -> None:
+    deadlines = Deadlines()
+    started = asyncio.Event()
+
+    async def hang() -> str:
+        started.set()
+        return await hang_forever()
+
+    task = asyncio.create_task(deadlines.run(hang, 60.0))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_an_outside_cancel_at_the_same_time_as_the_deadline_wins() -> None:
+    deadlines = Deadlines()
+    started = asyncio.Event()
+
+    async def hang() -> str:
+        started.set()
+        return await hang_forever()
+
+    # a deadline already past: its slot's timer is due at the very next pass
+    task = asyncio.create_task(deadlines.run(hang, -1.0))
+    await started.wait()
+    task.cancel()  # the request is cancelled in the same pass
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_an_outer_shorter_bound_is_the_outer_ones() -> None:
+    deadlines = Deadlines()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(deadlines.run(hang_forever, 3600.0), 0.001)
+    assert len(deadlines) == 1  # its slot stays armed (fires in an hour, finds nobody)
+    assert all(not members for members in deadlines._slots.values())
+
+
+async def test_a_call_that_swallows_the_cancel_leaves_no_cancel_behind() -> None:
+    deadlines = Deadlines()
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "never"
+
+    assert await deadlines.run(stubborn, 0.0) == "swallowed"
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0  # type: ignore[attr-defined,unused-ignore]
+
+
+def test_deadlines_reject_a_bad_resolution() -> None:
+    with pytest.raises(ValueError, match="resolution"):
+        Deadlines(0)
