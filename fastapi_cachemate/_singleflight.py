@@ -29,7 +29,8 @@ Contract
 * Not thread-safe: one ``SingleFlight`` per event loop (create it inside the loop's app, e.g.
   in the lifespan). Keys from different flights never meet.
 
-Cost: one dict lookup per call, plus one Future per computation that has followers.
+Cost: two dict operations and one small object per computation; a Future only when a
+follower arrives.
 """
 
 from __future__ import annotations
@@ -52,14 +53,23 @@ class _Handover:
 _HANDOVER = _Handover()
 
 
+class _Flight:
+    """One computation in progress; its Future exists once a follower needs one."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Any] | None = None
+
+
 class SingleFlight:
     """Deduplicates concurrent computations of one key inside one event loop."""
 
     __slots__ = ("_flights",)
 
     def __init__(self) -> None:
-        # key -> the Future the followers await (resolved by the leader on exit)
-        self._flights: dict[bytes, asyncio.Future[Any]] = {}
+        # key -> the computation in progress (its Future: what the followers await)
+        self._flights: dict[bytes, _Flight] = {}
 
     def __len__(self) -> int:
         """The number of keys being computed right now."""
@@ -74,32 +84,39 @@ class SingleFlight:
             flight = self._flights.get(key)
             if flight is None:
                 return await self._lead(key, fn), True
+            future = flight.future
+            if future is None:
+                future = flight.future = asyncio.get_running_loop().create_future()
             # shield: a cancelled follower must not cancel the shared Future
-            outcome = await asyncio.shield(flight)
+            outcome = await asyncio.shield(future)
             if outcome is _HANDOVER:
                 continue  # the leader is gone: take over, or follow whoever did
             result: T = outcome
             return result, False
 
     async def _lead(self, key: bytes, fn: Callable[[], Awaitable[T]]) -> T:
-        flight: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        flight = _Flight()
         self._flights[key] = flight
         try:
             result = await fn()
         except Exception as exc:
-            self._finish(key, flight)
-            flight.set_exception(exc)
-            flight.exception()  # mark retrieved: no "exception was never retrieved" log
+            future = self._finish(key, flight)
+            if future is not None:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: no "exception was never retrieved" log
             raise
         except BaseException:
             # cancelled (or interpreter exit): the followers take over
-            self._finish(key, flight)
-            flight.set_result(_HANDOVER)
+            future = self._finish(key, flight)
+            if future is not None:
+                future.set_result(_HANDOVER)
             raise
-        self._finish(key, flight)
-        flight.set_result(result)
+        future = self._finish(key, flight)
+        if future is not None:
+            future.set_result(result)
         return result
 
-    def _finish(self, key: bytes, flight: asyncio.Future[Any]) -> None:
+    def _finish(self, key: bytes, flight: _Flight) -> asyncio.Future[Any] | None:
         if self._flights.get(key) is flight:
             del self._flights[key]
+        return flight.future
