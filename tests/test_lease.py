@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from fastapi_cachemate._breaker import BackendUnavailable, CircuitBreaker
@@ -719,3 +721,43 @@ async def test_cancelled_leader_releases_the_lock_and_a_follower_takes_over() ->
     assert {value for value, _ in results} == {computations[1].encode()}
     assert sum(is_leader for _, is_leader in results) == 1
     assert len(locks) == 0
+
+
+@pytest.mark.redis
+async def test_redis_stopped_the_lease_fails_open_then_resumes(redis_process: RedisServer) -> None:
+    # no client-side retries: a refused connection is a failure at once (docs/resilience.md)
+    client = aioredis.Redis.from_url(redis_process.url, retry=Retry(NoBackoff(), 0))
+    now = [0.0]
+    breaker = CircuitBreaker(2, 5.0, clock=lambda: now[0], name="redis")
+    locks = CountingRedisLocks(client)
+
+    async def fetch() -> bytes | None:
+        value = await breaker.call(lambda: client.get(b"entry"), 0.25)
+        assert value is None or isinstance(value, bytes)
+        return value
+
+    def attempt() -> Awaitable[Lease | Found[bytes] | NoLease]:
+        return acquire_or_wait(
+            locks, b"lock:entry", fetch, ttl_ms=5000, wait_timeout=5, breaker=breaker
+        )
+
+    try:
+        redis_process.stop()
+        outcomes = [await attempt() for _ in range(4)]
+        for outcome in outcomes:
+            assert isinstance(outcome, NoLease)
+            assert outcome.reason == "unavailable"
+            assert isinstance(outcome.error, BackendUnavailable)
+        assert [o.error.short_circuited for o in outcomes] == [False, False, True, True]  # type: ignore[union-attr]
+        assert breaker.stats.short_circuited == 2
+
+        redis_process.start()
+        now[0] += 5.0  # the breaker's next call probes
+        lease = await attempt()
+        assert isinstance(lease, Lease)
+        async with lease:
+            assert await client.get(b"lock:entry") == lease.token.encode()
+        assert await client.exists(b"lock:entry") == 0
+        assert breaker.state.value == "closed"
+    finally:
+        await client.aclose()
