@@ -27,8 +27,9 @@ Contract
   (+ recheck), because the holder may have died and its lock expired, or released the lock
   without storing (the endpoint failed): the first waiter to retry takes over -> a
   :class:`Lease`; still taken -> the next delay. When ``wait_timeout`` seconds have passed
-  (the last delay is clipped to it, then one last poll) -> ``NoLease("timeout")``.
-* Errors are failing open, never raised: a backend error in ``try_lock`` or in ``fetch``
+  (the last delay is clipped to it, then one last poll) -> ``NoLease("timeout")``. A waiter
+  can only recover a dead holder's lock if ``wait_timeout`` is at least that lock's TTL.
+* Backend errors fail open, they are never raised: a backend error in ``try_lock`` or in ``fetch``
   (:class:`~fastapi_cachemate._breaker.BackendUnavailable`, ``RedisError``, ``OSError``,
   ``asyncio.TimeoutError``) -> ``NoLease("unavailable", error=...)``. Anything else (a bug)
   propagates. ``fetch`` is the caller's: route it through the breaker yourself, and make it
@@ -49,7 +50,8 @@ Contract
   then expires after at most ``ttl_ms``. ``lease.elapsed`` is the time spent inside the block
   (the compute time to remember), ``lease.extensions`` the number of successful extends.
   ``await lease.release()`` does the exit work without ``async with``; both are idempotent.
-  A Lease is entered once.
+  A Lease is entered once; enter (or release) a returned Lease at once: until then nothing
+  extends or unlocks it.
 * :func:`try_acquire` is the non-waiting half (for background refreshes: if someone else holds
   the lock, someone else refreshes). It raises ``BackendUnavailable`` on backend errors.
 * :func:`lock_ttl_ms` sizes the TTL: ``max(min_seconds, factor * last_compute_seconds)`` in ms,
