@@ -24,7 +24,9 @@ Contract
   cancelled, it cancels every task before re-raising. Idempotent.
 * ``stats``: ``spawned``, ``deduplicated`` (refused: same key running), ``rejected``
   (refused: limit reached or closed), ``failed``, ``cancelled``.
-* Not thread-safe: one registry per event loop (e.g. created in the app's lifespan).
+* Not thread-safe. A registry belongs to the event loop it is used in: used in another loop
+  (a new loop per test, an app restarted in-process), it forgets the tasks of the previous
+  loop, which can never be awaited from the new one (logged at WARNING with their number).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class RefreshTasks:
         self.stats = RefreshTaskStats()
         self._tasks: dict[bytes, asyncio.Task[Any]] = {}
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -77,19 +80,30 @@ class RefreshTasks:
 
     def spawn(self, key: bytes, coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> bool:
         """Start ``coro_factory()`` in the background unless refused (then False)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._rebind(loop)
         if key in self._tasks:
             self.stats.deduplicated += 1
             return False
         if self._closed or len(self._tasks) >= self.limit:
             self.stats.rejected += 1
             return False
-        task = asyncio.get_running_loop().create_task(
-            coro_factory(), name=f"{self.name}:{key.hex()[:32]}"
-        )
+        task = loop.create_task(coro_factory(), name=f"{self.name}:{key.hex()[:32]}")
         self._tasks[key] = task
         self.stats.spawned += 1
         task.add_done_callback(lambda t: self._done(key, t))
         return True
+
+    def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._tasks:
+            logger.warning(
+                "%d background refresh task(s) of another event loop forgotten",
+                len(self._tasks),
+                extra={"registry": self.name},
+            )
+            self._tasks = {}
+        self._loop = loop
 
     def _done(self, key: bytes, task: asyncio.Task[Any]) -> None:
         if self._tasks.get(key) is task:
@@ -115,6 +129,9 @@ class RefreshTasks:
     async def aclose(self, timeout: float) -> None:
         """Refuse new tasks, wait up to ``timeout`` s for the running ones, cancel the rest."""
         self._closed = True
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._rebind(loop)
         running = list(self._tasks.values())
         if not running:
             return

@@ -201,3 +201,36 @@ async def test_aclose_cancelled_cancels_every_task() -> None:
 def test_rejects_bad_limit() -> None:
     with pytest.raises(ValueError, match="limit"):
         RefreshTasks(0)
+
+
+def test_a_new_event_loop_forgets_the_tasks_of_the_old_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = RefreshTasks(limit=1)
+    old_job, new_job = Job(), Job()
+    old_loop, new_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+
+        async def spawn_old() -> bool:
+            started = tasks.spawn(b"k", old_job.factory())
+            await old_job.started.wait()
+            return started
+
+        assert old_loop.run_until_complete(spawn_old()) is True
+
+        async def in_new_loop() -> bool:
+            started = tasks.spawn(b"k", new_job.factory())  # same key, limit 1: still accepted
+            new_job.release.set()
+            await tasks.aclose(10.0)
+            return started
+
+        assert new_loop.run_until_complete(in_new_loop()) is True
+        assert new_job.finished
+        assert any("another event loop" in r.getMessage() for r in caplog.records)
+    finally:
+        old_task = next(t for t in asyncio.all_tasks(old_loop))
+        old_task.cancel()
+        old_loop.run_until_complete(asyncio.wait([old_task]))
+        old_loop.close()
+        new_loop.close()
+    assert old_job.cancelled
