@@ -26,8 +26,9 @@ Contract
   map holds only keys being computed right now (``len(flight)``).
 * No timeouts here: bound the wait with ``asyncio.timeout``/``wait_for`` around ``run``.
   A follower that times out is just a cancelled follower (above).
-* Not thread-safe: one ``SingleFlight`` per event loop (create it inside the loop's app, e.g.
-  in the lifespan). Keys from different flights never meet.
+* Not thread-safe. A ``SingleFlight`` belongs to the event loop it is used in: used in
+  another loop (a new loop per test, an app restarted in-process), it forgets the
+  computations of the previous loop, which can never finish in the new one.
 
 Cost: two dict operations and one small object per computation; a Future only when a
 follower arrives.
@@ -65,11 +66,12 @@ class _Flight:
 class SingleFlight:
     """Deduplicates concurrent computations of one key inside one event loop."""
 
-    __slots__ = ("_flights",)
+    __slots__ = ("_flights", "_loop")
 
     def __init__(self) -> None:
         # key -> the computation in progress (its Future: what the followers await)
         self._flights: dict[bytes, _Flight] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         """The number of keys being computed right now."""
@@ -80,13 +82,17 @@ class SingleFlight:
 
     async def run(self, key: bytes, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """``(result, leader)``: await ``fn()`` once per key among concurrent callers."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._flights = {}
+            self._loop = loop
         while True:
             flight = self._flights.get(key)
             if flight is None:
                 return await self._lead(key, fn), True
             future = flight.future
             if future is None:
-                future = flight.future = asyncio.get_running_loop().create_future()
+                future = flight.future = loop.create_future()
             # shield: a cancelled follower must not cancel the shared Future
             outcome = await asyncio.shield(future)
             if outcome is _HANDOVER:

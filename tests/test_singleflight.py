@@ -203,3 +203,30 @@ async def test_exception_raised_after_follower_cancelled_is_retrieved() -> None:
     gc.collect()
     await asyncio.sleep(0)
     assert reported == []
+
+
+def test_a_new_event_loop_forgets_the_computations_of_the_old_one() -> None:
+    flight = SingleFlight()
+    old_loop, new_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
+    stuck = Gate(b"old")
+    try:
+
+        async def start_old() -> asyncio.Task[tuple[object, bool]]:
+            task = asyncio.create_task(flight.run(b"k", stuck))
+            await stuck.started.wait()
+            return task
+
+        old_task = old_loop.run_until_complete(start_old())
+        assert b"k" in flight
+
+        async def in_new_loop() -> tuple[object, bool]:
+            fresh = Gate(b"new")
+            fresh.release.set()
+            return await flight.run(b"k", fresh)  # leads: the old computation is forgotten
+
+        assert new_loop.run_until_complete(in_new_loop()) == (b"new", True)
+    finally:
+        old_task.cancel()
+        old_loop.run_until_complete(asyncio.wait([old_task]))
+        old_loop.close()
+        new_loop.close()
