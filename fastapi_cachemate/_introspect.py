@@ -28,15 +28,19 @@ import inspect
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
+import fastapi._compat as _fastapi_compat
 from fastapi import params
 from fastapi.dependencies import utils as fastapi_dep_utils
 from fastapi.dependencies.models import Dependant
 from pydantic import AliasChoices, AliasPath, BaseModel, Json
 from starlette.requests import HTTPConnection
 
-__all__ = ["ReadPlan", "check_endpoint", "plan_for_dependant"]
+__all__ = ["UNKEYED_REQUEST_ATTR", "ReadPlan", "check_endpoint", "plan_for_dependant"]
 
-import fastapi._compat as _fastapi_compat
+# Set (to True) on a dependency whose Request parameter reads nothing that can change a
+# response (``request.app.state.db``): see ``fastapi_cachemate._keyspec.request_unkeyed``.
+UNKEYED_REQUEST_ATTR = "__cachemate_request_unkeyed__"
+
 
 # FastAPI >= 0.115 (parameter models); None on older versions, which have no such models.
 _model_fields: Callable[[type[BaseModel]], list[Any]] | None = getattr(
@@ -345,6 +349,8 @@ def plan_for_dependant(
                 )
                 if (reader := getattr(dep, attr, None))
             ]
+        if readers and not top and getattr(call, UNKEYED_REQUEST_ATTR, False):
+            readers = []  # the dependency says it reads nothing that changes a response
         plan.raw_readers.extend(
             f"{where} (parameter {reader!r}: {_describe(call)})" for reader in readers
         )

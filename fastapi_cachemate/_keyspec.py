@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 from fastapi.dependencies.models import Dependant
@@ -38,7 +38,23 @@ __all__ = [
     "check_endpoint",
     "effective_route",
     "parse_vary",
+    "request_unkeyed",
 ]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def request_unkeyed(dependency: _F) -> _F:
+    """Mark a dependency whose Request parameter reads nothing that changes a response.
+
+    A dependency that takes ``request: Request`` only to reach ``request.app.state`` (a db
+    pool, a client) would otherwise put every route that uses it in raw mode (every query
+    item, the raw path and Host in the key). Marking it is a promise: it reads no query
+    item, header, cookie or path through that Request.
+    """
+    setattr(dependency, _introspect.UNKEYED_REQUEST_ATTR, True)
+    return dependency
+
 
 logger = logging.getLogger(__name__)
 

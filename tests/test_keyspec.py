@@ -29,6 +29,7 @@ from fastapi_cachemate._keyspec import (
     UnkeyableRequestError,
     check_endpoint,
     parse_vary,
+    request_unkeyed,
 )
 from tests.test_keyspec_helpers import (
     KeyProbe,
@@ -915,3 +916,35 @@ def test_dependency_overrides_present_when_the_keyer_is_built_are_walked() -> No
     assert KeyProbe(app).keyer("/o").query_names == ("a",)
     app.dependency_overrides[real] = fake
     assert KeyProbe(app).keyer("/o").query_names == ("b",)
+
+
+async def test_request_unkeyed_dependency_does_not_make_the_route_raw() -> None:
+    class Pool:
+        pass
+
+    def get_db(request: Request) -> Iterator[Any]:
+        yield request.app.state.pool
+
+    @request_unkeyed
+    def get_db_marked(request: Request) -> Iterator[Any]:
+        yield request.app.state.pool
+
+    app = FastAPI()
+    app.state.pool = Pool()
+
+    @app.get("/unmarked")
+    async def unmarked(db: Annotated[Any, Depends(get_db)], a: str = "") -> Any:
+        return {"a": a}
+
+    @app.get("/marked")
+    async def marked(db: Annotated[Any, Depends(get_db_marked)], a: str = "") -> Any:
+        return {"a": a}
+
+    probe = KeyProbe(app)
+    assert probe.keyer("/unmarked").reads_request
+    keyer = probe.keyer("/marked")
+    assert not keyer.reads_request
+    assert keyer.query_names == ("a",)
+    one = await get(probe, "/marked", "a=1&utm=x")
+    two = await get(probe, "/marked", "a=1")
+    assert one.key == two.key
