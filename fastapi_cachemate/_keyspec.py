@@ -42,6 +42,8 @@ __all__ = [
     "request_unkeyed",
 ]
 
+logger = logging.getLogger(__name__)
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -56,8 +58,6 @@ def request_unkeyed(dependency: _F) -> _F:
     setattr(dependency, _introspect.UNKEYED_REQUEST_ATTR, True)
     return dependency
 
-
-logger = logging.getLogger(__name__)
 
 _DECLARED = "declared"
 _ALL_ITEMS = "all-items"
@@ -101,9 +101,10 @@ def effective_route(scope: MutableMapping[str, Any]) -> APIRoute | RouteLike:
 
 
 class UnkeyableRequestError(ValueError):
-    """A request whose key cannot be built (e.g. a path with lone surrogates from a
-    non-conforming server). The decorator answers such a request from the endpoint, without
-    the cache (BYPASS); it is never a 500."""
+    """A request whose key cannot be built: only a scope that is not valid ASGI (a missing
+    field, header names that are not bytes). Any path, query string and header value of a
+    valid scope, however odd, gives a key. The decorator answers such a request from the
+    endpoint, without the cache (BYPASS); it is never a 500."""
 
 
 def check_endpoint(func: Any) -> None:
@@ -256,6 +257,7 @@ class RouteKeyer:
         headers = set(plan.header_names) | set(vary_headers)
         cookies = set(plan.cookie_names) | set(vary_cookies)
         query_names: tuple[str, ...] | None
+        scalar_names = plan.scalar_query_names
         if plan.raw_readers:
             mode = _RAW
             query_names = None
@@ -264,6 +266,9 @@ class RouteKeyer:
         elif plan.all_query_reasons:
             mode = _ALL_ITEMS
             query_names = None
+            # Every value of a name may reach the endpoint as a model's extra field: keep
+            # them all, even of names that some parameter reads one value of.
+            scalar_names = frozenset()
         else:
             mode = _DECLARED
             query_names = tuple(sorted(plan.query_names))
@@ -273,7 +278,7 @@ class RouteKeyer:
             route_id=route_id,
             mode=mode,
             query_names=query_names,
-            scalar_names=plan.scalar_query_names,
+            scalar_names=scalar_names,
             header_names=tuple(sorted(headers)),
             cookie_names=tuple(sorted(cookies)),
             raw_readers=tuple(plan.raw_readers),

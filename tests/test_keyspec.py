@@ -616,12 +616,22 @@ async def test_query_model_with_extra_allow_keys_every_item() -> None:
     async def open_(m: Annotated[OpenQuery, Query()]) -> Any:
         return m.model_dump()
 
+    @app.get("/open-mixed")
+    async def open_mixed(m: Annotated[OpenQuery, Query()], b: str | None = None) -> Any:
+        return {"m": m.model_dump(), "b": b}
+
     probe = KeyProbe(app)
     assert probe.keyer("/open").query_names is None
     base = await get(probe, "/open", "a=1")
     extra = await get(probe, "/open", "a=1&zzz=2")
     assert extra.inputs == {"a": "1", "zzz": "2"}
     assert_key_iff_inputs([base, extra])
+    # b is a scalar parameter (FastAPI reads its last value) and an extra of the model
+    # (every value): ?b=1&b=2 and ?b=2 are different inputs.
+    twice = await get(probe, "/open-mixed", "b=1&b=2")
+    once = await get(probe, "/open-mixed", "b=2")
+    assert twice.inputs != once.inputs
+    assert twice.key != once.key
 
 
 def test_header_and_cookie_models_with_extra_allow_are_refused() -> None:
