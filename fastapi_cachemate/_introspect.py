@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import fastapi._compat as _fastapi_compat
@@ -311,10 +311,15 @@ def plan_for_dependant(
     stack: list[tuple[Dependant, str, bool]] = [(dependant, endpoint_name, True)]
     while stack:
         dep, where, top = stack.pop()
-        if not top and overrides and dep.call in overrides:
-            dep = fastapi_dep_utils.get_dependant(
-                path=dep.path or "", call=overrides[dep.call], name=dep.name
-            )
+        if not top and overrides:
+            try:
+                replacement = overrides.get(dep.call)
+            except TypeError:  # an unhashable callable cannot be overridden either
+                replacement = None
+            if replacement is not None:
+                dep = fastapi_dep_utils.get_dependant(
+                    path=dep.path or "", call=replacement, name=dep.name
+                )
         call = dep.call
         if not top:
             where = f"{where} -> parameter {dep.name!r}" if dep.name else f"{where} -> dependency"
@@ -398,7 +403,3 @@ def check_endpoint(func: Callable[..., Any], *, path: str = "") -> ReadPlan:
     """Analyse an endpoint as FastAPI will, at decoration time; raise on what cannot be keyed."""
     dependant = fastapi_dep_utils.get_dependant(path=path, call=func)
     return plan_for_dependant(dependant, endpoint_name=describe_endpoint(func))
-
-
-def iter_names(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(values)))
