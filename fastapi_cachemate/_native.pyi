@@ -31,6 +31,11 @@ def packb(obj: object, /) -> bytes: ...
 def unpackb(data: Buffer, /) -> Any: ...
 
 # --- zstd (csrc/compress.c) ---------------------------------------------------------------
+# decompress accepts exactly one zstd frame and raises MalformedError on anything else
+# (skippable-only, several frames, trailing bytes, truncation) and on content > max_size.
+ZSTD_MIN_LEVEL: Final[int]  # ZSTD_minCLevel(), -131072
+ZSTD_MAX_LEVEL: Final[int]  # ZSTD_maxCLevel(), 22; compress raises ValueError outside
+
 def compress(data: Buffer, /, level: int = 3) -> bytes: ...
 def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes: ...
 
@@ -48,14 +53,14 @@ class KeySpec:
     params and Vary). cookie_names: declared Cookie() params and varied cookies.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         prefix: str,
         route: str,
         query_names: Sequence[str] | None,
         header_names: Sequence[str] = (),
         cookie_names: Sequence[str] = (),
-    ) -> None: ...
+    ) -> KeySpec: ...
     @property
     def prefix(self) -> str: ...
     @property
