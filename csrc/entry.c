@@ -738,10 +738,13 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
                 sl = e->header[2 * i + k];
             }
             else {
+                /* validated, so these cannot fail, unless another thread
+                 * changed a bytearray while a decompression released the
+                 * GIL: then a miss, still within bounds */
                 if (k == 0 && cm_mp_read(&r, &it) < 0) { /* the [ ] */
-                    goto error; /* validated: cannot happen */
+                    goto error;
                 }
-                if (cm_mp_read(&r, &it) < 0) {
+                if (cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_BIN) {
                     goto error;
                 }
                 sl = (slice){it.ptr, it.len};
@@ -764,8 +767,8 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
     r.p = e->tags_at;
     r.end = (const unsigned char *)e->body + e->body_len;
     for (Py_ssize_t i = 0; i < (Py_ssize_t)e->ntags; i++) {
-        if (cm_mp_read(&r, &it) < 0) {
-            goto error;
+        if (cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_STR) {
+            goto error; /* as above */
         }
         PyObject *s = PyUnicode_DecodeUTF8(it.ptr, it.len, NULL);
         if (s == NULL) {

@@ -584,17 +584,25 @@ lower_header_names(PyObject *names, PyObject **as_str, PyObject **as_bytes)
         goto error;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *b = utf8_bytes(PyTuple_GET_ITEM(names, i));
+        PyObject *enc = utf8_bytes(PyTuple_GET_ITEM(names, i));
+        if (enc == NULL) {
+            goto error;
+        }
+        /* a new bytes to lower-case: encoders may hand out shared ones */
+        Py_ssize_t len = PyBytes_GET_SIZE(enc);
+        PyObject *b = PyBytes_FromStringAndSize(NULL, len);
         if (b == NULL) {
+            Py_DECREF(enc);
             goto error;
         }
         PyTuple_SET_ITEM(bytes, i, b);
+        const char *src = PyBytes_AS_STRING(enc);
         char *p = PyBytes_AS_STRING(b);
-        for (Py_ssize_t j = 0; j < PyBytes_GET_SIZE(b); j++) {
-            if (p[j] >= 'A' && p[j] <= 'Z') {
-                p[j] = (char)(p[j] + ('a' - 'A'));
-            }
+        for (Py_ssize_t j = 0; j < len; j++) {
+            char c = src[j];
+            p[j] = (c >= 'A' && c <= 'Z') ? (char)(c + ('a' - 'A')) : c;
         }
+        Py_DECREF(enc);
         PyObject *s =
             PyUnicode_DecodeUTF8(p, PyBytes_GET_SIZE(b), "surrogatepass");
         if (s == NULL) {

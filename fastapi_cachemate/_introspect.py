@@ -25,18 +25,22 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
+import fastapi._compat as _fastapi_compat
 from fastapi import params
 from fastapi.dependencies import utils as fastapi_dep_utils
 from fastapi.dependencies.models import Dependant
 from pydantic import AliasChoices, AliasPath, BaseModel, Json
 from starlette.requests import HTTPConnection
 
-__all__ = ["ReadPlan", "check_endpoint", "plan_for_dependant"]
+__all__ = ["UNKEYED_REQUEST_ATTR", "ReadPlan", "check_endpoint", "plan_for_dependant"]
 
-import fastapi._compat as _fastapi_compat
+# Set (to True) on a dependency whose Request parameter reads nothing that can change a
+# response (``request.app.state.db``): see ``fastapi_cachemate._keyspec.request_unkeyed``.
+UNKEYED_REQUEST_ATTR = "__cachemate_request_unkeyed__"
+
 
 # FastAPI >= 0.115 (parameter models); None on older versions, which have no such models.
 _model_fields: Callable[[type[BaseModel]], list[Any]] | None = getattr(
@@ -307,10 +311,15 @@ def plan_for_dependant(
     stack: list[tuple[Dependant, str, bool]] = [(dependant, endpoint_name, True)]
     while stack:
         dep, where, top = stack.pop()
-        if not top and overrides and dep.call in overrides:
-            dep = fastapi_dep_utils.get_dependant(
-                path=dep.path or "", call=overrides[dep.call], name=dep.name
-            )
+        if not top and overrides:
+            try:
+                replacement = overrides.get(dep.call)
+            except TypeError:  # an unhashable callable cannot be overridden either
+                replacement = None
+            if replacement is not None:
+                dep = fastapi_dep_utils.get_dependant(
+                    path=dep.path or "", call=replacement, name=dep.name
+                )
         call = dep.call
         if not top:
             where = f"{where} -> parameter {dep.name!r}" if dep.name else f"{where} -> dependency"
@@ -345,6 +354,8 @@ def plan_for_dependant(
                 )
                 if (reader := getattr(dep, attr, None))
             ]
+        if readers and not top and getattr(call, UNKEYED_REQUEST_ATTR, False):
+            readers = []  # the dependency says it reads nothing that changes a response
         plan.raw_readers.extend(
             f"{where} (parameter {reader!r}: {_describe(call)})" for reader in readers
         )
@@ -392,7 +403,3 @@ def check_endpoint(func: Callable[..., Any], *, path: str = "") -> ReadPlan:
     """Analyse an endpoint as FastAPI will, at decoration time; raise on what cannot be keyed."""
     dependant = fastapi_dep_utils.get_dependant(path=path, call=func)
     return plan_for_dependant(dependant, endpoint_name=describe_endpoint(func))
-
-
-def iter_names(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(values)))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 from fastapi.dependencies.models import Dependant
@@ -33,14 +33,31 @@ from fastapi_cachemate._kernels import kernels
 
 __all__ = [
     "RouteKeyer",
+    "RouteKeyers",
     "RouteLike",
     "UnkeyableRequestError",
     "check_endpoint",
     "effective_route",
     "parse_vary",
+    "request_unkeyed",
 ]
 
 logger = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def request_unkeyed(dependency: _F) -> _F:
+    """Mark a dependency whose Request parameter reads nothing that changes a response.
+
+    A dependency that takes ``request: Request`` only to reach ``request.app.state`` (a db
+    pool, a client) would otherwise put every route that uses it in raw mode (every query
+    item, the raw path and Host in the key). Marking it is a promise: it reads no query
+    item, header, cookie or path through that Request.
+    """
+    setattr(dependency, _introspect.UNKEYED_REQUEST_ATTR, True)
+    return dependency
+
 
 _DECLARED = "declared"
 _ALL_ITEMS = "all-items"
@@ -84,9 +101,10 @@ def effective_route(scope: MutableMapping[str, Any]) -> APIRoute | RouteLike:
 
 
 class UnkeyableRequestError(ValueError):
-    """A request whose key cannot be built (e.g. a path with lone surrogates from a
-    non-conforming server). The decorator answers such a request from the endpoint, without
-    the cache (BYPASS); it is never a 500."""
+    """A request whose key cannot be built: only a scope that is not valid ASGI (a missing
+    field, header names that are not bytes). Any path, query string and header value of a
+    valid scope, however odd, gives a key. The decorator answers such a request from the
+    endpoint, without the cache (BYPASS); it is never a 500."""
 
 
 def check_endpoint(func: Any) -> None:
@@ -239,6 +257,7 @@ class RouteKeyer:
         headers = set(plan.header_names) | set(vary_headers)
         cookies = set(plan.cookie_names) | set(vary_cookies)
         query_names: tuple[str, ...] | None
+        scalar_names = plan.scalar_query_names
         if plan.raw_readers:
             mode = _RAW
             query_names = None
@@ -247,6 +266,9 @@ class RouteKeyer:
         elif plan.all_query_reasons:
             mode = _ALL_ITEMS
             query_names = None
+            # Every value of a name may reach the endpoint as a model's extra field: keep
+            # them all, even of names that some parameter reads one value of.
+            scalar_names = frozenset()
         else:
             mode = _DECLARED
             query_names = tuple(sorted(plan.query_names))
@@ -256,7 +278,7 @@ class RouteKeyer:
             route_id=route_id,
             mode=mode,
             query_names=query_names,
-            scalar_names=plan.scalar_query_names,
+            scalar_names=scalar_names,
             header_names=tuple(sorted(headers)),
             cookie_names=tuple(sorted(cookies)),
             raw_readers=tuple(plan.raw_readers),
@@ -336,3 +358,36 @@ class RouteKeyer:
             f"RouteKeyer(mode={self._mode}, query={self.query_names}, "
             f"headers={self.header_names}, cookies={self.cookie_names})"
         )
+
+
+class RouteKeyers:
+    """The keyers of one decorated endpoint, one per route that serves it.
+
+    An endpoint can be served by several routes (a router included twice, under two
+    prefixes or with different dependencies), and recent FastAPI's route contexts are
+    dataclasses without a hash: keyers are kept by the route's identity, with a reference
+    to the route so that the identity cannot be reused. Building a keyer twice when two
+    first requests race is harmless (the same keyer results).
+    """
+
+    __slots__ = ("_by_route", "_injected", "_vary")
+
+    def __init__(self, *, vary: Sequence[str] = (), injected: Collection[str] = ()) -> None:
+        parse_vary(vary)  # refuse a bad vary at decoration time
+        self._vary = tuple(vary)
+        self._injected = frozenset(injected)
+        self._by_route: dict[int, tuple[object, RouteKeyer]] = {}
+
+    def get(self, request: Request, *, prefix: str) -> RouteKeyer:
+        """The keyer for this request's route (built on the route's first request).
+
+        Raises TypeError/ValueError as ``check_endpoint`` does when the route (with the
+        dependencies its router and app add) cannot be keyed: answer without the cache.
+        """
+        route = effective_route(request.scope)
+        entry = self._by_route.get(id(route))
+        if entry is not None and entry[0] is route and entry[1].prefix == prefix:
+            return entry[1]
+        keyer = RouteKeyer.for_route(route, prefix=prefix, vary=self._vary, injected=self._injected)
+        self._by_route[id(route)] = (route, keyer)
+        return keyer

@@ -40,6 +40,11 @@ def packb(obj: object, /) -> bytes: ...
 def unpackb(data: Buffer, /) -> Any: ...
 
 # --- zstd (csrc/compress.c) ---------------------------------------------------------------
+# decompress accepts exactly one zstd frame and raises MalformedError on anything else
+# (skippable-only, several frames, trailing bytes, truncation) and on content > max_size.
+ZSTD_MIN_LEVEL: Final[int]  # ZSTD_minCLevel(), -131072
+ZSTD_MAX_LEVEL: Final[int]  # ZSTD_maxCLevel(), 22; compress raises ValueError outside
+
 def compress(data: Buffer, /, level: int = 3) -> bytes: ...
 def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes: ...
 
@@ -57,14 +62,14 @@ class KeySpec:
     params and Vary). cookie_names: declared Cookie() params and varied cookies.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         prefix: str,
         route: str,
         query_names: Sequence[str] | None,
         header_names: Sequence[str] = (),
         cookie_names: Sequence[str] = (),
-    ) -> None: ...
+    ) -> KeySpec: ...
     @property
     def prefix(self) -> str: ...
     @property
@@ -175,8 +180,10 @@ class MemoryStore:
     """A bounded map bytes -> bytes with per-item expiry, a byte budget and LRU eviction.
 
     Keys and values are exact bytes (TypeError otherwise). An item costs len(key) +
-    len(value) + STORE_ITEM_OVERHEAD bytes; it is expired when expires_at <= now. Not
-    thread-safe by itself: it relies on the GIL (every method runs without releasing it).
+    len(value) + STORE_ITEM_OVERHEAD bytes; it is expired when expires_at <= now.
+    len() counts expired items not yet dropped; evictions counts live items evicted for
+    room (expired ones dropped on the way are not counted). Thread safety comes from the
+    GIL: no method releases it, so each one runs atomically.
     """
 
     def __new__(cls, max_bytes: int = 67108864) -> MemoryStore: ...

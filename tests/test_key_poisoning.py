@@ -291,3 +291,19 @@ def test_keys_equal_iff_inputs_equal(probe: KeyProbe, family: list[str]) -> None
 def test_raw_reader_keys_equal_iff_inputs_equal(probe: KeyProbe, family: list[str]) -> None:
     probes: list[Probe] = [probe.run("/links/x", q) for q in family]
     assert_key_iff_inputs(probes)
+
+
+async def test_per_user_keys_by_varying_on_authorization(app: FastAPI) -> None:
+    """vary=["Authorization"] gives each credential its own entry. Without it, Authorization
+    is not in the key (the keyer says so), and the caching policy must not store or serve
+    such requests (issue 4)."""
+    plain = KeyProbe(app)
+    assert "authorization" not in plain.keyer("/search").header_names
+    per_user = KeyProbe(app, vary=["Authorization"])
+    assert "authorization" in per_user.keyer("/search").header_names
+    alice = await per_user.request("/search", "a=1", headers=[(b"authorization", b"Bearer a")])
+    bob = await per_user.request("/search", "a=1", headers=[(b"authorization", b"Bearer b")])
+    alice2 = await per_user.request("/search", "a=1", headers=[(b"authorization", b"Bearer a")])
+    anonymous = await per_user.request("/search", "a=1")
+    assert len({alice.key, bob.key, anonymous.key}) == 3
+    assert alice.key == alice2.key

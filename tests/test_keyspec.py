@@ -26,9 +26,11 @@ from starlette.requests import Request as StarletteRequest
 
 from fastapi_cachemate._keyspec import (
     RouteKeyer,
+    RouteKeyers,
     UnkeyableRequestError,
     check_endpoint,
     parse_vary,
+    request_unkeyed,
 )
 from tests.test_keyspec_helpers import (
     KeyProbe,
@@ -614,12 +616,22 @@ async def test_query_model_with_extra_allow_keys_every_item() -> None:
     async def open_(m: Annotated[OpenQuery, Query()]) -> Any:
         return m.model_dump()
 
+    @app.get("/open-mixed")
+    async def open_mixed(m: Annotated[OpenQuery, Query()], b: str | None = None) -> Any:
+        return {"m": m.model_dump(), "b": b}
+
     probe = KeyProbe(app)
     assert probe.keyer("/open").query_names is None
     base = await get(probe, "/open", "a=1")
     extra = await get(probe, "/open", "a=1&zzz=2")
     assert extra.inputs == {"a": "1", "zzz": "2"}
     assert_key_iff_inputs([base, extra])
+    # b is a scalar parameter (FastAPI reads its last value) and an extra of the model
+    # (every value): ?b=1&b=2 and ?b=2 are different inputs.
+    twice = await get(probe, "/open-mixed", "b=1&b=2")
+    once = await get(probe, "/open-mixed", "b=2")
+    assert twice.inputs != once.inputs
+    assert twice.key != once.key
 
 
 def test_header_and_cookie_models_with_extra_allow_are_refused() -> None:
@@ -915,3 +927,102 @@ def test_dependency_overrides_present_when_the_keyer_is_built_are_walked() -> No
     assert KeyProbe(app).keyer("/o").query_names == ("a",)
     app.dependency_overrides[real] = fake
     assert KeyProbe(app).keyer("/o").query_names == ("b",)
+
+
+async def test_request_unkeyed_dependency_does_not_make_the_route_raw() -> None:
+    class Pool:
+        pass
+
+    def get_db(request: Request) -> Iterator[Any]:
+        yield request.app.state.pool
+
+    @request_unkeyed
+    def get_db_marked(request: Request) -> Iterator[Any]:
+        yield request.app.state.pool
+
+    app = FastAPI()
+    app.state.pool = Pool()
+
+    @app.get("/unmarked")
+    async def unmarked(db: Annotated[Any, Depends(get_db)], a: str = "") -> Any:
+        return {"a": a}
+
+    @app.get("/marked")
+    async def marked(db: Annotated[Any, Depends(get_db_marked)], a: str = "") -> Any:
+        return {"a": a}
+
+    probe = KeyProbe(app)
+    assert probe.keyer("/unmarked").reads_request
+    keyer = probe.keyer("/marked")
+    assert not keyer.reads_request
+    assert keyer.query_names == ("a",)
+    one = await get(probe, "/marked", "a=1&utm=x")
+    two = await get(probe, "/marked", "a=1")
+    assert one.key == two.key
+
+
+async def test_route_keyers_one_per_serving_route() -> None:
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/r")
+    async def r(a: str = "") -> Any:
+        return {"a": a}
+
+    def region(region: str | None = None) -> None:
+        return None
+
+    app = FastAPI()
+    app.include_router(router, prefix="/x", dependencies=[Depends(region)])
+    app.include_router(router, prefix="/y")
+    probe = KeyProbe(app)
+    x = (await get(probe, "/x/r")).scope
+    y = (await get(probe, "/y/r")).scope
+    keyers = RouteKeyers(vary=["Accept-Language"])
+    kx = keyers.get(StarletteRequest(x), prefix="p")
+    ky = keyers.get(StarletteRequest(y), prefix="p")
+    assert kx is keyers.get(StarletteRequest(x), prefix="p")
+    assert kx is not ky
+    assert kx.query_names == ("a", "region")
+    assert ky.query_names == ("a",)
+    assert kx.header_names == ("accept-language",)
+    assert keyers.get(StarletteRequest(x), prefix="q").prefix == "q"
+    with pytest.raises(ValueError, match="vary"):
+        RouteKeyers(vary=["*"])
+
+
+BAD_PATHS = [
+    "/files/\x00",
+    "/files/" + "a" * 200_000,
+    "/files/%",
+    "/files/../..//x",
+    "/files/é\u202e",
+]
+
+
+@pytest.mark.parametrize("path", BAD_PATHS, ids=range(len(BAD_PATHS)))
+async def test_any_path_gives_a_key(probe: KeyProbe, path: str) -> None:
+    """Through the app's routing: the endpoint sees the path parameter, the key holds it."""
+    result = await probe.request(path, raw_path=b"/files/raw")
+    assert result.status == 200
+    assert result.key.startswith(b"t:{")
+    other = await probe.request(path + "x", raw_path=b"/files/raw")
+    assert other.key != result.key
+    raw = await probe.request("/raw/" + path, raw_path=b"/raw/raw")
+    assert raw.key.startswith(b"t:{")
+
+
+def test_a_path_with_lone_surrogates_gives_a_key(probe: KeyProbe) -> None:
+    """A non-conforming server may decode a path with surrogateescape: still a key."""
+    keyer = probe.keyer("/files/{p:path}")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/files/\udcff\udc80",
+        "query_string": b"",
+        "headers": [],
+    }
+    key = keyer.key(StarletteRequest(scope))
+    scope["path"] = "/files/\udcff"
+    assert keyer.key(StarletteRequest(scope)) != key

@@ -6,6 +6,7 @@ package use these instead of the extension.
 """
 
 from fastapi_cachemate._pure.blake2b import blake2b
+from fastapi_cachemate._pure.compress import ZSTD_MAX_LEVEL, ZSTD_MIN_LEVEL, compress, decompress
 from fastapi_cachemate._pure.entry import (
     COMPRESS_ALL,
     COMPRESS_DISABLED,
@@ -20,6 +21,7 @@ from fastapi_cachemate._pure.entry import (
     read_entry,
     write_entry,
 )
+from fastapi_cachemate._pure.errors import MalformedError
 from fastapi_cachemate._pure.keys import KeySpec, build_key, key_material
 from fastapi_cachemate._pure.refresh import (
     REFRESH_TTL_FLOOR,
@@ -41,12 +43,17 @@ __all__ = [
     "STALE",
     "STORE_EXPIRED_SCAN",
     "STORE_ITEM_OVERHEAD",
+    "ZSTD_MAX_LEVEL",
+    "ZSTD_MIN_LEVEL",
     "Entry",
     "KeySpec",
+    "MalformedError",
     "MemoryStore",
     "blake2b",
     "body_etag",
     "build_key",
+    "compress",
+    "decompress",
     "key_material",
     "read_entry",
     "refresh_due",
