@@ -50,6 +50,8 @@ Contract
   then expires after at most ``ttl_ms``. ``lease.elapsed`` is the time spent inside the block
   (the compute time to remember), ``lease.extensions`` the number of successful extends.
   ``await lease.release()`` does the exit work without ``async with``; both are idempotent.
+  ``lease.forget()`` stops the extender and skips the unlock (the backend just failed: the
+  lock lapses by itself); a later exit does nothing.
   A Lease is entered once; enter (or release) a returned Lease at once: until then nothing
   extends or unlocks it.
 * :func:`try_acquire` is the non-waiting half (for background refreshes: if someone else holds
@@ -277,6 +279,21 @@ class Lease:
                 "lock was lost before unlock (expired or taken over)",
                 extra={"lock_key": self.key.hex(), "ttl_ms": self.ttl_ms},
             )
+
+    def forget(self) -> None:
+        """Stop extending and never unlock: the lock expires by itself within ``ttl_ms``.
+
+        For a holder whose backend just failed: one more call (the unlock) would only add
+        its timeout to the request. Idempotent; ``release()`` afterwards does nothing.
+        """
+        if self._released:
+            return
+        self._released = True
+        if self._entered_at is not None:
+            self.elapsed = asyncio.get_running_loop().time() - self._entered_at
+        extender, self._extender = self._extender, None
+        if extender is not None:
+            extender.cancel()
 
     async def _extend_loop(self) -> None:
         while True:

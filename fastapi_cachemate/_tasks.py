@@ -16,7 +16,8 @@ Contract
   asyncio never reports "Task exception was never retrieved". A cancelled task is not an
   error (logged at DEBUG).
 * The task runs in a copy of the context of the caller of ``spawn`` (asyncio's default), so
-  ContextVars set by the request are visible; request-scoped *objects* must not be captured by
+  ContextVars set by the request are visible, or in the ``context`` given (the request path
+  gives a new, empty one); request-scoped *objects* must not be captured by
   the factory (see docs/resilience.md: a refresh builds its own dependencies).
 * ``await tasks.aclose(timeout)``: refuses new tasks from now on, waits up to ``timeout``
   seconds for the running ones to finish, cancels those still running, and awaits them (a task
@@ -32,6 +33,7 @@ Contract
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
@@ -78,8 +80,17 @@ class RefreshTasks:
         """The running task of ``key``, if any."""
         return self._tasks.get(key)
 
-    def spawn(self, key: bytes, coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> bool:
-        """Start ``coro_factory()`` in the background unless refused (then False)."""
+    def spawn(
+        self,
+        key: bytes,
+        coro_factory: Callable[[], Coroutine[Any, Any, Any]],
+        *,
+        context: contextvars.Context | None = None,
+    ) -> bool:
+        """Start ``coro_factory()`` in the background unless refused (then False).
+
+        ``context``: the task's context (default: a copy of the caller's, asyncio's default).
+        """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._rebind(loop)
@@ -89,7 +100,11 @@ class RefreshTasks:
         if self._closed or len(self._tasks) >= self.limit:
             self.stats.rejected += 1
             return False
-        task = loop.create_task(coro_factory(), name=f"{self.name}:{key.hex()[:32]}")
+        name = f"{self.name}:{key.hex()[:32]}"
+        if context is None:
+            task = loop.create_task(coro_factory(), name=name)
+        else:  # create_task(context=) is 3.11+; a task copies the context it is created in
+            task = context.run(loop.create_task, coro_factory(), name=name)
         self._tasks[key] = task
         self.stats.spawned += 1
         task.add_done_callback(lambda t: self._done(key, t))

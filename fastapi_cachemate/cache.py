@@ -40,9 +40,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fastapi_cachemate._flow import Computed, Flow, Shared
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
 from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass, unstorable_reason
+from fastapi_cachemate._refresh import RefreshTicket, refresh_ticket
 from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
 from fastapi_cachemate._response import raw_response
 from fastapi_cachemate.cache_setup import CacheSetup
@@ -68,6 +70,9 @@ _RESPONSE_PARAM = "__dependencies_response__"
 _STATUS_HEADER = b"x-cache-status"
 _CACHE_CONTROL = b"cache-control"
 _STATUS_VALUES = {status: status.value.encode("ascii") for status in CacheStatuses}
+# X-Cache-Status values beyond the seed's (CacheStatuses is issue 4's: not extended here)
+_STALE = b"STALE"  # past its ttl, inside stale_while_revalidate: one refresh runs
+_STALE_IF_ERROR = b"STALE_IF_ERROR"  # the endpoint failed: the stale entry stands in
 _COMPRESSION = {
     "all": kernels.COMPRESS_ALL,
     "smart": kernels.COMPRESS_SMART,
@@ -82,20 +87,34 @@ class _CacheDecorator(Protocol):
     def __call__(self, func: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
 
 
-def cache_response(ttl: float = 60, *, vary: Sequence[str] = ()) -> _CacheDecorator:
+def cache_response(
+    ttl: float = 60,
+    *,
+    vary: Sequence[str] = (),
+    stale_while_revalidate: float | None = None,
+    stale_if_error: float | None = None,
+) -> _CacheDecorator:
     """Cache the endpoint's rendered response for ttl seconds.
 
     :param ttl: seconds an entry is fresh (an int or a float, > 0).
     :param vary: request header names whose values enter the key.
+    :param stale_while_revalidate: seconds past ttl during which the stale entry is served
+        while one background refresh recomputes it (None: the setting of that name).
+    :param stale_if_error: seconds past ttl during which the stale entry is served when
+        the endpoint fails (raises, answers 5xx) (None: the setting of that name).
 
     Use it under the route decorator (``@app.get(...)`` first, then
     ``@cache_response(ttl=...)``), on ``async def`` or plain ``def`` endpoints.
     """
     ttl = _checked_ttl(ttl)
     vary = _checked_vary(vary)
+    stale = (
+        _checked_seconds("stale_while_revalidate", stale_while_revalidate),
+        _checked_seconds("stale_if_error", stale_if_error),
+    )
 
     def decorator(func: Callable[..., Any], /) -> Callable[..., Awaitable[Any]]:
-        return _wrap(func, ttl, vary)
+        return _wrap(func, ttl, vary, stale)
 
     return decorator
 
@@ -114,6 +133,16 @@ def _checked_ttl(ttl: object) -> float:
     if not math.isfinite(ttl) or ttl <= 0:
         raise ValueError(f"cache_response(ttl=...) must be a positive number of seconds, got {ttl}")
     return float(ttl)
+
+
+def _checked_seconds(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"cache_response({name}=...) must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"cache_response({name}=...) must be >= 0 seconds, got {value}")
+    return float(value)
 
 
 def _checked_vary(vary: object) -> tuple[str, ...]:
@@ -208,7 +237,12 @@ def _with_parameters(
     return signature.replace(parameters=[*params[:at], *extra, *params[at:]])
 
 
-def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awaitable[Any]]:
+def _wrap(
+    func: object,
+    ttl: float,
+    vary: tuple[str, ...],
+    stale: tuple[float | None, float | None] = (None, None),
+) -> Callable[..., Awaitable[Any]]:
     endpoint = _checked_endpoint(func)
     check_endpoint(endpoint)  # what the key cannot cover is an error now, not per request
     injected = _injected(endpoint)
@@ -220,7 +254,7 @@ def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awai
         )
         if not own
     )
-    cached = _CachedEndpoint(endpoint, ttl, vary, added)
+    cached = _CachedEndpoint(endpoint, ttl, vary, added, stale)
 
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -274,6 +308,7 @@ class _CachedEndpoint:
         "_is_coroutine",
         "_name",
         "_plans",
+        "_stale",
         "_ttl",
         "_vary",
     )
@@ -284,6 +319,7 @@ class _CachedEndpoint:
         ttl: float,
         vary: tuple[str, ...],
         injected: tuple[str, ...],
+        stale: tuple[float | None, float | None] = (None, None),
     ) -> None:
         self._func = func
         self._is_coroutine = _is_coroutine(func)
@@ -291,6 +327,7 @@ class _CachedEndpoint:
         self._ttl = ttl
         self._vary = vary
         self._injected = injected
+        self._stale = stale  # (stale_while_revalidate, stale_if_error); None: the settings'
         self._plans: dict[int, _Plan] = {}
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -319,12 +356,35 @@ class _CachedEndpoint:
         if keyed is None:
             return await self._uncached(CacheStatuses.CACHE_BYPASS, sub_response, args, kwargs)
         slot = _Slot(CacheSetup.backend(), settings, *keyed)
-        entry = _decode(await _lookup(slot), slot)
+        flow = self._flow(slot)
+        ticket = refresh_ticket(request.scope)
+        if ticket is not None:  # a background refresh re-entering the app (see _refresh)
+            return await self._refresh(plan, slot, flow, ticket, sub_response, args, kwargs)
+        entry = flow.decode(await flow.fetch(), slot.fingerprint)
         if entry is not None:
-            return _hit(entry, sub_response, self._ttl)
-        return await self._miss(plan, slot, sub_response, args, kwargs)
+            if entry.state == kernels.FRESH:
+                if flow.refresh_due(entry):
+                    flow.spawn_refresh(entry, request.scope)
+                return _hit(entry, sub_response, self._ttl)
+            if flow.servable_stale(entry):
+                flow.spawn_refresh(entry, request.scope)
+                return _stale(entry, sub_response, _STALE)
+        return await self._miss(plan, slot, flow, entry, sub_response, args, kwargs)
 
     # --- the steps ------------------------------------------------------------------------
+
+    def _flow(self, slot: _Slot) -> Flow:
+        settings = slot.settings
+        swr, sie = self._stale
+        return Flow(
+            CacheSetup.runtime(),
+            slot.backend,
+            CacheSetup.lock_manager(),
+            settings,
+            slot.key,
+            stale_while_revalidate=settings.stale_while_revalidate if swr is None else swr,
+            stale_if_error=settings.stale_if_error if sie is None else sie,
+        )
 
     def _plan(self, request: Request) -> _Plan | None:
         if not isinstance(request.scope.get("route"), APIRoute):
@@ -373,21 +433,83 @@ class _CachedEndpoint:
         self,
         plan: _Plan,
         slot: _Slot,
+        flow: Flow,
+        previous: Any,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        """One computation for all concurrent requests of the key (``Flow.miss``)."""
+        outcome = await flow.miss(
+            self._computation(plan, slot, flow, sub_response, args, kwargs),
+            self._ttl,
+            previous,
+            slot.fingerprint,
+        )
+        if outcome.kind == "stale":
+            return _stale(previous, sub_response, _STALE_IF_ERROR)
+        if outcome.kind == "shared":
+            assert outcome.shared is not None
+            return _shared(outcome.shared, sub_response, self._ttl)
+        assert outcome.computed is not None
+        return self._answer(outcome.computed)
+
+    async def _refresh(
+        self,
+        plan: _Plan,
+        slot: _Slot,
+        flow: Flow,
+        ticket: RefreshTicket,
+        sub_response: Response,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """A background refresh: compute and store (unless it failed); no lookup, no lock."""
+        computed = await self._computation(plan, slot, flow, sub_response, args, kwargs)()
+        if ticket.key == slot.key:
+            ticket.stored = await flow.store_refreshed(computed, self._ttl)
+        return self._answer(computed)
+
+    def _answer(self, computed: Computed) -> Any:
+        """This request's own computation, with its status header."""
+        if computed.rendered is None:  # streaming or file: passed through, never stored
+            result = computed.result
+            result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
+            return result
+        rendered: Response = computed.rendered
+        _finish(rendered.raw_headers, CacheStatuses.CACHE_MISS, self._ttl)
+        return rendered
+
+    def _computation(
+        self,
+        plan: _Plan,
+        slot: _Slot,
+        flow: Flow,
+        sub_response: Response,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Callable[[], Awaitable[Computed]]:
+        """This request's computation: call, render, and the entry it would store."""
         # Headers already on the injected response were set by this request's dependencies:
         # they run on every request, so they are not part of the entry.
         dependency_headers = list(sub_response.raw_headers)
-        result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
-        if rendered is None:  # streaming or file: passed through, never stored
-            result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
-            return result
-        stored_headers = without_headers(rendered.raw_headers, dependency_headers)
-        await _save(slot, rendered, stored_headers, self._ttl, compute_ms)
-        _finish(rendered.raw_headers, CacheStatuses.CACHE_MISS, self._ttl)
-        return rendered
+        ttl = self._ttl
+
+        async def compute() -> Computed:
+            result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
+            if rendered is None:
+                return Computed(result, None, None, None, failed=False)
+            stored_headers = without_headers(rendered.raw_headers, dependency_headers)
+            status = rendered.status_code
+            reason = unstorable_reason(status, stored_headers)
+            if reason is not None:
+                logger.debug("cache: response for %r not stored (%s)", slot.key, reason)
+                return Computed(result, rendered, None, None, failed=status >= 500)
+            blob = _encode(slot, rendered, stored_headers, ttl, compute_ms, flow)
+            shared = Shared(status, tuple(stored_headers), bytes(rendered.body))
+            return Computed(result, rendered, blob, shared, failed=False)
+
+        return compute
 
     async def _compute(
         self,
@@ -420,32 +542,34 @@ def _key(keyer: RouteKeyer, request: Request) -> tuple[bytes, bytes] | None:
         return None
 
 
-async def _lookup(slot: _Slot) -> bytes | None:
-    try:
-        return await slot.backend.fetch(slot.key)
-    except BACKEND_ERRORS as exc:
-        logger.warning("cache: backend fetch failed for %r (%s): a miss", slot.key, exc)
-        return None
-
-
-def _decode(raw: bytes | None, slot: _Slot) -> Any:
-    """The entry if it is fresh and was computed for this key, else None (a miss)."""
-    if raw is None:
-        return None
-    entry = kernels.read_entry(raw, time.time(), slot.fingerprint)
-    if entry is None:
-        logger.warning("cache: unreadable or foreign entry at %r: a miss, overwritten", slot.key)
-        return None
-    # STALE (inside the grace window) is the refresh path's (issue 5); EXPIRED is a miss.
-    if entry.state != kernels.FRESH:
-        return None
-    return entry
-
-
 def _hit(entry: Any, sub_response: Response, ttl: float) -> Response:
     headers: list[tuple[bytes, bytes]] = entry.headers
     headers.extend(sub_response.raw_headers)  # what this request's dependencies set
     _finish(headers, CacheStatuses.CACHE_HIT, ttl)
+    return raw_response(entry.status, headers, entry.body)
+
+
+def _shared(shared: Shared, sub_response: Response, ttl: float) -> Response:
+    """Another request's (or process's) computation of this key, sent by this request."""
+    headers = list(shared.headers)
+    headers.extend(sub_response.raw_headers)
+    _finish(headers, CacheStatuses.CACHE_MISS, ttl)
+    return raw_response(shared.status, headers, shared.body)
+
+
+def _stale(entry: Any, sub_response: Response, status: bytes) -> Response:
+    """A stale entry (past its ttl), marked as such; max-age=0 unless the endpoint set one.
+
+    Hook for issue 4's headers (Cache-Status: ...; fwd=stale, Age): built here.
+    """
+    headers: list[tuple[bytes, bytes]] = entry.headers
+    headers.extend(sub_response.raw_headers)
+    for name, _ in headers:
+        if name == _CACHE_CONTROL:
+            break
+    else:
+        headers.append((_CACHE_CONTROL, b"max-age=0"))
+    headers.append((_STATUS_HEADER, status))
     return raw_response(entry.status, headers, entry.body)
 
 
@@ -459,33 +583,13 @@ def _finish(headers: list[tuple[bytes, bytes]], status: CacheStatuses, ttl: floa
     headers.append((_STATUS_HEADER, _STATUS_VALUES[status]))
 
 
-async def _save(
-    slot: _Slot,
-    rendered: Response,
-    headers: list[tuple[bytes, bytes]],
-    ttl: float,
-    compute_ms: float,
-) -> None:
-    """Store the rendered response under the slot's key, unless it must not or cannot be."""
-    reason = unstorable_reason(rendered.status_code, headers)
-    if reason is not None:
-        logger.debug("cache: response for %r not stored (%s)", slot.key, reason)
-        return
-    blob = _encode(slot, rendered, headers, ttl, compute_ms)
-    if blob is None:
-        return
-    try:
-        await slot.backend.store(slot.key, blob, max(1, math.ceil(ttl * 1000)))
-    except BACKEND_ERRORS as exc:
-        logger.warning("cache: backend store failed for %r (%s): not cached", slot.key, exc)
-
-
 def _encode(
     slot: _Slot,
     rendered: Response,
     headers: list[tuple[bytes, bytes]],
     ttl: float,
     compute_ms: float,
+    flow: Flow,
 ) -> bytes | None:
     """The entry's bytes, or None (logged) when this response cannot be stored."""
     settings = slot.settings
@@ -502,8 +606,9 @@ def _encode(
             status=rendered.status_code,
             headers=headers,
             body=body,
-            created=time.time(),
+            created=flow.now(),
             ttl=ttl,
+            grace=flow.grace,
             compute_ms=compute_ms,
             fingerprint=slot.fingerprint,
             compression=_COMPRESSION[settings.compression_mode],

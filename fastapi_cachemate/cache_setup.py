@@ -17,9 +17,11 @@ Differences from the seed, all compatible with its calls:
   fields and its own ``env_prefix`` work; the seed crashed on extra fields); a plain
   pydantic-settings ``BaseSettings`` is converted, its unknown fields ignored.
 - The arguments are validated here, with errors that name the problem.
-- ``close()`` drains background work (``spawn``), runs the close callbacks, then closes the
-  backend; calling it twice, or before ``setup()``, is harmless (the seed README's lifespan
-  closes the backend again after ``CacheSetup.close()``).
+- ``close()`` drains background work (the refreshes of ``runtime().refreshes``, then
+  ``spawn``'s tasks, within ``settings.close_timeout`` in all, the rest cancelled), runs the
+  close callbacks, then closes the backend; calling it twice, or before ``setup()``, is
+  harmless (the seed README's lifespan closes the backend again after
+  ``CacheSetup.close()``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic_settings import BaseSettings
 
+from fastapi_cachemate._flow import Runtime
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
@@ -55,7 +58,16 @@ class CacheNotConfiguredError(RuntimeError):
 class _Config:
     """One configuration, replaced as a whole by each ``setup()``."""
 
-    __slots__ = ("backend", "bypass", "closed", "extras", "lock_manager", "prefix", "settings")
+    __slots__ = (
+        "backend",
+        "bypass",
+        "closed",
+        "extras",
+        "lock_manager",
+        "prefix",
+        "runtime",
+        "settings",
+    )
 
     def __init__(
         self,
@@ -71,6 +83,7 @@ class _Config:
         self.settings = settings
         self.bypass = ByPass(header=settings.bypass_header, value=settings.bypass_value)
         self.extras = extras
+        self.runtime = Runtime(settings)
         self.closed = False
 
 
@@ -205,6 +218,12 @@ class CacheSetup:
         return cls._require().bypass
 
     @classmethod
+    def runtime(cls) -> Runtime:
+        """The request path's state for this configuration: the backend's circuit breaker,
+        the single flight, the background refresh registry, the clock."""
+        return cls._require().runtime
+
+    @classmethod
     def coder_manager(cls) -> Any:
         """The seed's coder_manager argument as given (not used)."""
         return cls._require().extras["coder_manager"]
@@ -279,7 +298,10 @@ class CacheSetup:
             return
         config.closed = True
         try:
-            await cls._drain(config.settings.close_timeout)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + config.settings.close_timeout
+            await config.runtime.aclose(config.settings.close_timeout)
+            await cls._drain(max(0.0, deadline - loop.time()))
             for callback in list(cls._close_callbacks):
                 await callback()
         finally:

@@ -46,7 +46,9 @@ class BaseCacheSettings(BaseSettings):
     backend_timeout: float = Field(default=0.25, gt=0)  # seconds, every backend call
     breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open it
     breaker_reset: float = Field(default=5.0, gt=0)  # seconds before a probe
-    lock_wait_timeout: float | None = Field(default=None, gt=0)  # None: ttl_lock_seconds
+    lock_wait_timeout: float | None = Field(default=None, gt=0)  # None: the lock's TTL
+    # background refreshes running at once per process (more are skipped, not queued)
+    max_refresh_tasks: int = Field(default=64, ge=1)
     memory_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_entry_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     # seconds CacheSetup.close() lets background work (refreshes) finish before cancelling it

@@ -56,15 +56,18 @@ async def test_a_hit_is_one_get(redis_app: FastAPI, redis_client: aioredis.Redis
     assert _delta(before, after) == {"get": 1}
 
 
-async def test_a_miss_is_one_get_and_one_set(
+async def test_a_miss_is_lookup_lock_recheck_store_unlock(
     redis_app: FastAPI, redis_client: aioredis.Redis
 ) -> None:
+    """GET (lookup), SET NX PX (the lock), GET (recheck under the lock), SET PX (the entry),
+    EVALSHA (compare-and-delete unlock; commandstats also counts the script's GET and DEL)."""
     async with served(redis_app) as client:
         await client.get("/async/1")  # opens the connection (HELLO / CLIENT SETINFO)
         before = await _command_calls(redis_client)
         miss = await client.get("/async/2")
         after = await _command_calls(redis_client)
     assert miss.headers["x-cache-status"] == "MISS"
-    assert _delta(before, after) == {"get": 1, "set": 1}
+    assert _delta(before, after) == {"get": 2 + 1, "set": 2, "evalsha": 1, "del": 1}
+    assert await redis_client.keys("*:lock") == []
     ttl_ms = [await redis_client.pttl(key) for key in await redis_client.keys("*")]
     assert all(0 < t <= 60_000 for t in ttl_ms)

@@ -1,0 +1,435 @@
+"""The resilient request path: one computation per key, background refresh, stale serving,
+fail-open backend calls. ``cache.py`` calls it at three points (lookup, hit, miss); it
+knows nothing of FastAPI's rendering (``cache.py`` passes a ``compute`` callable).
+
+Per configuration (``CacheSetup.setup()`` makes one :class:`Runtime`): a circuit breaker for
+the backend, a :class:`SingleFlight`, a bounded :class:`RefreshTasks` registry (drained by
+``CacheSetup.close()``) and the clock (``time.time``; tests replace it).
+
+Per request, one :class:`Flow`:
+
+- every backend call (fetch, store, lock) goes through the breaker with
+  ``settings.backend_timeout``; the first ``BackendUnavailable`` marks the request *down*
+  and it makes no further backend call (compute, answer, store nothing), so a dead backend
+  adds at most one timeout to a request while the breaker is closed, nothing while it is
+  open;
+- a miss (:meth:`Flow.miss`): the in-process single flight, then across processes
+  ``acquire_or_wait`` on ``key + b":lock"``: a held lease computes and stores (the lock is
+  extended while computing and its TTL comes from the last measured compute time, or
+  ``ttl_lock_seconds`` on a cold miss); a waiter that finds the value serves it; a waiter
+  that times out computes without storing (or serves a stale entry it holds); an
+  unavailable backend computes without storing;
+- a hit (:meth:`Flow.on_hit`): when ``refresh_due`` (or ``xfetch_due``) says so, ONE
+  background refresh: deduplicated per key in the process (``RefreshTasks``) and across
+  processes by a non-waiting ``try_acquire`` of the lock; see ``_refresh.py`` for how it
+  gets fresh dependencies (it re-enters the app through ASGI);
+- stale entries: inside ``stale_while_revalidate`` past the TTL the entry is served
+  (``STALE``) while one refresher recomputes; inside ``stale_if_error`` it is kept as the
+  fallback of the miss: if the computation raises (not a 4xx ``HTTPException``), answers
+  5xx or the wait for another process times out, the stale entry is served
+  (``STALE_IF_ERROR``). A failed computation never stores anything, so it never replaces a
+  good entry.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Literal, NamedTuple
+
+from starlette.exceptions import HTTPException
+
+from fastapi_cachemate._breaker import BackendUnavailable, CircuitBreaker
+from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate._lease import Found, NoLease, acquire_or_wait, lock_ttl_ms, try_acquire
+from fastapi_cachemate._refresh import RefreshTicket, reenter, refresh_scope
+from fastapi_cachemate._singleflight import SingleFlight
+from fastapi_cachemate._tasks import RefreshTasks
+from fastapi_cachemate.core.types import Backend, LockManager
+from fastapi_cachemate.settings import BaseCacheSettings
+
+__all__ = [
+    "LOCK_SUFFIX",
+    "Computed",
+    "Flow",
+    "Outcome",
+    "Runtime",
+    "Shared",
+]
+
+logger = logging.getLogger(__name__)
+
+LOCK_SUFFIX = b":lock"
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+class Runtime:
+    """What the request path keeps per configuration (one per ``CacheSetup.setup()``)."""
+
+    __slots__ = ("breaker", "clock", "flight", "refreshes", "settings")
+
+    def __init__(self, settings: BaseCacheSettings) -> None:
+        self.settings = settings
+        self.breaker = CircuitBreaker(
+            settings.breaker_failures, settings.breaker_reset, name="cache-backend"
+        )
+        self.flight = SingleFlight()
+        self.refreshes = RefreshTasks(settings.max_refresh_tasks, name="cache-refresh")
+        #: seconds since the epoch: entries' created and freshness (tests inject a clock)
+        self.clock: Callable[[], float] = time.time
+
+    async def aclose(self, timeout: float) -> None:
+        """Refuse new refreshes; let running ones finish for ``timeout`` s, cancel the rest."""
+        await self.refreshes.aclose(timeout)
+
+
+class Shared(NamedTuple):
+    """A response that every concurrent request of the key may send (immutable)."""
+
+    status: int
+    headers: Headers  # as stored: without any request's dependency headers
+    body: bytes
+
+
+class Computed(NamedTuple):
+    """One computation of the endpoint, as ``cache.py``'s compute callable returns it."""
+
+    result: Any  # what the endpoint returned (sent as is when rendered is None)
+    rendered: Any  # the rendered Response, or None (streaming / file: never stored)
+    blob: bytes | None  # the entry to store; None: must not or cannot be stored
+    shared: Shared | None  # what followers may send; None: not shareable (private...)
+    failed: bool  # a 5xx answer: a stale entry may replace it (stale-if-error)
+
+
+class Outcome(NamedTuple):
+    """What the request sends after a miss."""
+
+    kind: Literal["own", "shared", "stale"]
+    computed: Computed | None = None  # "own": this request's own computation
+    shared: Shared | None = None  # "shared": a computation of another request or process
+
+
+class _Failed:
+    """The leader's computation answered 5xx: followers fall back or compute."""
+
+    __slots__ = ()
+
+
+class _Stale:
+    """The leader gave up waiting for another process and serves its stale entry."""
+
+    __slots__ = ()
+
+
+_FAILED = _Failed()
+_STALE = _Stale()
+_Lead = Shared | _Failed | _Stale | None
+
+
+def _is_error(exc: BaseException) -> bool:
+    """Whether stale-if-error covers this exception of the endpoint (not a 4xx answer)."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code >= 500
+    return True
+
+
+class Flow:
+    """One request's view of the cache: its key, its backend calls, its decisions."""
+
+    __slots__ = (
+        "backend",
+        "down",
+        "key",
+        "locks",
+        "runtime",
+        "settings",
+        "stale_if_error",
+        "stale_while_revalidate",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        backend: Backend,
+        locks: LockManager,
+        settings: BaseCacheSettings,
+        key: bytes,
+        *,
+        stale_while_revalidate: float,
+        stale_if_error: float,
+    ) -> None:
+        self.runtime = runtime
+        self.backend = backend
+        self.locks = locks
+        self.settings = settings
+        self.key = key
+        self.stale_while_revalidate = stale_while_revalidate
+        self.stale_if_error = stale_if_error
+        self.down = False  # a backend call failed in this request: no more backend calls
+
+    @property
+    def grace(self) -> float:
+        """What the entry's grace is written from: how long past its TTL it is of use."""
+        return max(self.stale_while_revalidate, self.stale_if_error)
+
+    def now(self) -> float:
+        return self.runtime.clock()
+
+    # --- backend calls: through the breaker, none after the first failure ----------------
+    async def fetch(self) -> bytes | None:
+        """The raw bytes at the key; None for a miss or an unavailable backend."""
+        try:
+            return await self._fetch()
+        except BackendUnavailable:
+            return None
+
+    async def _fetch(self) -> bytes | None:
+        if self.down:
+            raise BackendUnavailable(
+                "cache: backend failed earlier in this request", short_circuited=True
+            )
+        backend = self.backend
+        try:
+            return await self.runtime.breaker.call(
+                lambda: backend.fetch(self.key), self.settings.backend_timeout
+            )
+        except BackendUnavailable as exc:
+            self._failed("fetch", exc)
+            raise
+
+    async def store(self, blob: bytes, ttl: float) -> bool:
+        """Store the entry for ttl seconds (ttl + grace in the backend); False if not stored."""
+        if self.down:
+            return False
+        backend = self.backend
+        ttl_ms = max(1, int((ttl + self.grace) * 1000 + 0.999))
+        try:
+            await self.runtime.breaker.call(
+                lambda: backend.store(self.key, blob, ttl_ms), self.settings.backend_timeout
+            )
+        except BackendUnavailable as exc:
+            self._failed("store", exc)
+            return False
+        return True
+
+    def _failed(self, what: str, exc: BackendUnavailable) -> None:
+        self.down = True
+        # one log record per breaker state change is the breaker's; this is per request
+        logger.debug("cache: backend %s failed for %r: %s", what, self.key, exc)
+
+    # --- decoding ---------------------------------------------------------------------------
+    def decode(self, raw: bytes | None, fingerprint: bytes) -> Any:
+        """The entry (any state), or None for a miss, unreadable or foreign bytes."""
+        if raw is None:
+            return None
+        entry = kernels.read_entry(raw, self.now(), fingerprint)
+        if entry is None:
+            logger.warning(
+                "cache: unreadable or foreign entry at %r: a miss, overwritten", self.key
+            )
+        return entry
+
+    def servable_stale(self, entry: Any) -> bool:
+        """A STALE entry inside stale_while_revalidate: served while one refresher runs."""
+        return bool(
+            entry.state == kernels.STALE and -entry.remaining <= self.stale_while_revalidate
+        )
+
+    def error_fallback(self, entry: Any) -> Any:
+        """The entry if stale_if_error still covers it (the miss's fallback), else None."""
+        if entry is None or entry.state != kernels.STALE:
+            return None
+        return entry if -entry.remaining <= self.stale_if_error else None
+
+    # --- hits: the early refresh -----------------------------------------------------------
+    def refresh_due(self, entry: Any) -> bool:
+        """Whether this FRESH entry should be refreshed in the background now."""
+        settings = self.settings
+        remaining_ms = entry.remaining * 1000.0
+        if settings.refresh_strategy == "xfetch":
+            return bool(
+                kernels.xfetch_due(
+                    entry.compute_ms, remaining_ms, settings.xfetch_beta, random.random()
+                )
+            )
+        return bool(
+            kernels.refresh_due(
+                entry.compute_ms,
+                remaining_ms,
+                entry.ttl * 1000.0,
+                settings.max_planing_execution_time,
+                settings.buffer,
+            )
+        )
+
+    def spawn_refresh(self, entry: Any, scope: MutableMapping[str, Any]) -> bool:
+        """Start the background refresh of this key (at most one per key and process).
+
+        The task re-enters the app with a copy of this request's scope (see ``_refresh``):
+        it captures no object of this request. False when refused (running, limit, closed).
+        """
+        app = scope.get("app")
+        if app is None:
+            return False
+        created, compute_ms = entry.created, entry.compute_ms
+        return self.runtime.refreshes.spawn(
+            self.key,
+            lambda: self._refresh(app, refresh_scope(scope), created, compute_ms),
+            context=contextvars.Context(),  # a new request's context, not this one's
+        )
+
+    async def _refresh(
+        self, app: Any, scope: dict[str, Any], seen_created: float, compute_ms: float
+    ) -> None:
+        settings = self.settings
+        ttl_ms = lock_ttl_ms(settings.ttl_lock_seconds, compute_ms / 1000.0)
+        try:
+            lease = await try_acquire(
+                self.locks,
+                self.key + LOCK_SUFFIX,
+                ttl_ms,
+                breaker=self.runtime.breaker,
+                call_timeout=settings.backend_timeout,
+            )
+        except BackendUnavailable as exc:
+            logger.debug("cache: refresh of %r skipped, backend unavailable: %s", self.key, exc)
+            return
+        if lease is None:
+            return  # another process refreshes it
+        async with lease:
+            # Refreshed by another process between our read and our lock? Then we are done.
+            try:
+                raw = await self._fetch()
+            except BackendUnavailable:
+                return
+            entry = None if raw is None else kernels.read_entry(raw, self.now())
+            if entry is not None and entry.created > seen_created:
+                return
+            ticket = RefreshTicket(self.key)
+            try:
+                await reenter(app, scope, ticket)
+            except Exception as exc:  # the endpoint's own error: reported here, never raised
+                logger.warning(
+                    "cache: background refresh of %r failed (the entry is kept): %s: %s",
+                    self.key,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
+                return
+            if not ticket.stored:
+                logger.info(
+                    "cache: background refresh of %r stored nothing (status %s)",
+                    self.key,
+                    ticket.status,
+                )
+
+    # --- misses: one computation -------------------------------------------------------------
+    async def miss(
+        self,
+        compute: Callable[[], Awaitable[Computed]],
+        ttl: float,
+        previous: Any,
+        fingerprint: bytes,
+    ) -> Outcome:
+        """Compute once for all concurrent requests of the key (in this process and across).
+
+        previous: the entry read at the key (stale or expired) or None; its compute time
+        sizes the lock, and inside stale_if_error it is served when the computation fails.
+        """
+        fallback = self.error_fallback(previous)
+        compute_s = None if previous is None else previous.compute_ms / 1000.0
+        own: Computed | None = None
+
+        async def lead() -> _Lead:
+            nonlocal own
+            led = await self._lead(compute, ttl, compute_s, fingerprint, fallback)
+            if isinstance(led, Computed):
+                own = led
+                if led.failed:
+                    return _FAILED
+                return led.shared
+            return led
+
+        try:
+            shared, leader = await self.runtime.flight.run(self.key, lead)
+        except Exception as exc:
+            if fallback is not None and _is_error(exc):
+                logger.warning(
+                    "cache: endpoint failed for %r, stale entry served: %s: %s",
+                    self.key,
+                    type(exc).__name__,
+                    exc,
+                )
+                return Outcome("stale")
+            raise
+        if leader and own is not None:
+            if own.failed and fallback is not None:
+                return Outcome("stale")
+            return Outcome("own", computed=own)
+        if isinstance(shared, Shared):
+            return Outcome("shared", shared=shared)
+        if shared is _FAILED and fallback is not None:
+            return Outcome("stale")
+        if isinstance(shared, _Stale) and fallback is not None:
+            return Outcome("stale")  # the holder is slow: serve the stale entry meanwhile
+        # Not shareable (private, streaming, 5xx without fallback): this request computes
+        # for itself and stores nothing (the leader decided about the store).
+        return Outcome("own", computed=await compute())
+
+    async def _lead(
+        self,
+        compute: Callable[[], Awaitable[Computed]],
+        ttl: float,
+        compute_s: float | None,
+        fingerprint: bytes,
+        fallback: Any,
+    ) -> Computed | Shared | _Stale:
+        """The single-flight leader: hold the lease and compute, or find the value."""
+        if self.down:
+            return await compute()
+        settings = self.settings
+        ttl_ms = lock_ttl_ms(settings.ttl_lock_seconds, compute_s)
+        wait = settings.lock_wait_timeout
+        if wait is None:
+            wait = ttl_ms / 1000.0
+
+        async def fresh() -> Any:
+            entry = self.decode(await self._fetch(), fingerprint)
+            if entry is None or entry.state != kernels.FRESH:
+                return None
+            return entry
+
+        got = await acquire_or_wait(
+            self.locks,
+            self.key + LOCK_SUFFIX,
+            fresh,
+            ttl_ms=ttl_ms,
+            wait_timeout=wait,
+            breaker=self.runtime.breaker,
+            call_timeout=settings.backend_timeout,
+        )
+        if isinstance(got, Found):
+            entry = got.value
+            return Shared(entry.status, tuple(entry.headers), entry.body)
+        if isinstance(got, NoLease):
+            if got.reason == "unavailable":
+                self.down = True
+            elif fallback is not None:
+                return _STALE  # the holder is slow: serve the stale entry meanwhile
+            return await compute()  # never stored: someone else holds the lock
+        async with got:
+            computed = await compute()
+            if computed.blob is not None and not await self.store(computed.blob, ttl):
+                got.forget()  # the backend is down: the lock expires by itself
+        return computed
+
+    async def store_refreshed(self, computed: Computed, ttl: float) -> bool:
+        """The background refresh's store (it holds the lease already)."""
+        if computed.blob is None or computed.failed:
+            return False
+        return await self.store(computed.blob, ttl)
