@@ -12,8 +12,9 @@ every dependency afresh:
 - the scope (:func:`refresh_scope`) holds only what an ASGI server puts in one: type, asgi,
   http_version, scheme, server, client, root_path, path, raw_path, query_string, the
   headers (minus the ones that would change the answer or describe a body: conditional and
-  range headers, Cache-Control / Pragma, Content-Length...), method ``GET`` (a HEAD
-  triggers a GET refresh: same entry), no body, a shallow copy of ``scope["state"]`` (the
+  range headers, Cache-Control / Pragma, Content-Length...), the same method (GET or
+  HEAD: the only ones the cache serves; a route that reads the raw request keys them
+  apart, and FastAPI runs the endpoint for both), no body, a shallow copy of ``scope["state"]`` (the
   lifespan state, as servers copy it per request), and ``scope["extensions"]`` holding
   only :data:`MARKER` -> a :class:`RefreshTicket`. Nothing the app added to the scope
   while routing the first request (route, endpoint, path_params, FastAPI's exit stacks) is
@@ -97,10 +98,10 @@ def refresh_ticket(scope: Mapping[str, Any]) -> RefreshTicket | None:
 
 
 def refresh_scope(scope: Mapping[str, Any]) -> dict[str, Any]:
-    """A server-made scope for a GET of the same URL with the same headers (no ticket yet)."""
+    """A server-made scope for the same GET (or HEAD) with the same headers, no body."""
     new = {name: scope[name] for name in _SERVER_KEYS if name in scope}
     new["type"] = "http"
-    new["method"] = "GET"
+    new["method"] = "HEAD" if scope.get("method") == "HEAD" else "GET"
     new["headers"] = [
         (name, value)
         for name, value in scope.get("headers", ())

@@ -22,6 +22,7 @@ object of BaseCacheSettings fields), ``CACHEMATE_TEST_BLOCK``, ``CACHEMATE_TEST_
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from fastapi_cachemate import BaseCacheSettings, CacheSetup
+from fastapi_cachemate._keyspec import request_unkeyed
 from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.core.backends.redis import RedisBackend
 
@@ -123,6 +125,15 @@ def build_app(
         def __init__(self) -> None:
             self.closed = False
 
+    # Both dependencies take the Request only for the lifespan state: request_unkeyed keeps
+    # the key to the path (a raw-request route would key the Host header, which differs
+    # between the uvicorn processes of a test).
+    @request_unkeyed
+    def get_counters(request: Request) -> aioredis.Redis:
+        counters: aioredis.Redis = request.state.counters
+        return counters
+
+    @request_unkeyed
     async def session(request: Request) -> AsyncIterator[Session]:
         app.state.arrived += 1
         if app.state.arrived == app.state.expected:
@@ -140,9 +151,10 @@ def build_app(
     @app.get("/item/{n}")
     @cache_response(ttl=ttl, stale_while_revalidate=stale_while_revalidate)
     async def item(
-        n: int, request: Request, db: Annotated[Session, Depends(session)]
+        n: int,
+        counters: Annotated[aioredis.Redis, Depends(get_counters)],
+        db: Annotated[Session, Depends(session)],
     ) -> dict[str, Any]:
-        counters: aioredis.Redis = request.state.counters
         computation = await counters.incr(f"{name}:computations")
         await counters.lpush(f"{name}:computing", computation)
         app.state.computing.set()
@@ -160,6 +172,10 @@ def _from_env() -> FastAPI:
     url = os.environ.get("CACHEMATE_TEST_REDIS_URL")
     if url is None:
         return FastAPI()  # imported without the environment (collection): nothing to serve
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("fastapi_cachemate").setLevel(
+        os.environ.get("CACHEMATE_TEST_LOG_LEVEL", "INFO")
+    )
     settings = BaseCacheSettings(**json.loads(os.environ.get("CACHEMATE_TEST_SETTINGS", "{}")))
     return build_app(
         url,
