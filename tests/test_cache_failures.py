@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,7 +52,23 @@ def _entry(fingerprint: bytes, **overrides: Any) -> bytes:
     return blob
 
 
+# What the seed (v0.1.1) stored: a marker byte (0 plain, 1 zlib) + orjson of
+# {"content": ..., "meta": {"compute_ms": ...}} (core/helpers.py _pack_payload).
+SEED_JSON = b'{"content":{"item_id":9,"q":null},"meta":{"compute_ms":1.5}}'
+
+
+def _other_version(fp: bytes, version: int) -> bytes:
+    blob = _entry(fp)
+    assert blob[:6] == b"\x9e\xa3cmE\x01"  # docs/entry-format.md: fixarray 14, "cmE", 1
+    return blob[:5] + bytes([version]) + blob[6:]
+
+
 BAD_ENTRIES: dict[str, Callable[[bytes], bytes]] = {
+    "seed format": lambda fp: b"\x00" + SEED_JSON,
+    "seed format, zlib": lambda fp: b"\x01" + zlib.compress(SEED_JSON, 5),
+    "format version 0": lambda fp: _other_version(fp, 0),
+    "format version 2 (newer)": lambda fp: _other_version(fp, 2),
+    "truncated to the header": lambda fp: _entry(fp)[:6],
     "garbage": lambda fp: b"\x00garbage\xff" * 3,
     "empty": lambda fp: b"",
     "truncated": lambda fp: _entry(fp)[:-7],
@@ -82,6 +99,35 @@ async def test_bad_bytes_at_the_key_are_a_miss_and_get_overwritten(
         assert entry.body == response.content
         again = await client.get("/async/9")
         assert again.headers[STATUS] == "HIT"
+    assert app.state.calls["async"] == 1
+
+
+@pytest.mark.redis
+async def test_a_value_of_another_redis_type_is_a_miss_and_gets_overwritten(
+    redis_server: RedisServer, clean_cache_setup: None
+) -> None:
+    """GET on a list answers WRONGTYPE (a RedisError): a miss for that request, then the
+    SET replaces the list. One error is no outage: the breaker stays closed."""
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
+    await client.flushdb()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        CacheSetup.setup(backend=RedisBackend(client), prefix="wrongtype")
+        yield
+        await CacheSetup.reset()
+
+    app = build_app(lifespan)
+    async with served(app) as http:
+        key, _ = key_of(app, "/async/{item_id}", "/async/9")
+        await client.rpush(key, b"not", b"an", b"entry")
+        first = await http.get("/async/9")
+        assert first.status_code == 200
+        assert first.headers[STATUS] == "MISS"
+        assert first.json() == {"item_id": 9, "q": None}
+        assert await client.type(key) == b"string"
+        assert (await http.get("/async/9")).headers[STATUS] == "HIT"
+        assert CacheSetup.runtime().breaker.state.value == "closed"
     assert app.state.calls["async"] == 1
 
 

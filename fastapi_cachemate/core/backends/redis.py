@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.client import NEVER_DECODE
+from redis.exceptions import ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
 from fastapi_cachemate.core.types import Backend
@@ -114,10 +115,21 @@ class RedisBackend(Backend):
 
     # --- what the cache calls: one command each -------------------------------------------
     async def fetch(self, key: bytes) -> bytes | None:
-        """One GET; the raw bytes or None."""
-        value: bytes | None = await self._client.execute_command(
-            "GET", key, keys=[key], **{NEVER_DECODE: True}
-        )
+        """One GET; the raw bytes or None.
+
+        A value of another type at the key (a list: GET answers WRONGTYPE) is None like any
+        other value that is not an entry: the server is fine, so it is not an error (the
+        request path's circuit breaker would count it), and the next store replaces it.
+        """
+        try:
+            value: bytes | None = await self._client.execute_command(
+                "GET", key, keys=[key], **{NEVER_DECODE: True}
+            )
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            logger.warning("RedisBackend: %r holds another type: a miss, overwritten", key)
+            return None
         return value
 
     async def store(self, key: bytes, value: bytes, ttl_ms: int) -> None:
