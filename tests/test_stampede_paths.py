@@ -1,0 +1,410 @@
+"""The request path's other decisions: stale-if-error, failed refreshes, how a refresh
+re-enters the app, the refresh registry's bounds and shutdown, one failure per request."""
+
+# No "from __future__ import annotations": the endpoints use names local to the tests.
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import pytest
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fastapi_cachemate import BaseCacheSettings, CacheSetup
+from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate._lease import Lease
+from fastapi_cachemate._refresh import MARKER, refresh_scope, refresh_ticket
+from fastapi_cachemate._tasks import RefreshTasks
+from fastapi_cachemate.cache import cache_response
+from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.locks.memory import MemoryLockManager
+from fastapi_cachemate.core.types import Backend
+from tests.apps import served
+from tests.fixtures_cache import backend_kind_fixture  # noqa: F401 - fixture
+from tests.servers import RedisServer
+from tests.test_cache_failures import key_of  # the keyer's key for a URL
+
+STATUS = "x-cache-status"
+TTL = 10.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Marked:
+    """Pure ASGI middleware: counts requests and the refresh requests among them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.seen: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.seen["refresh" if refresh_ticket(scope) else "request"] += 1
+        await self.app(scope, receive, send)
+
+
+def build(
+    make_backend: Callable[[], Backend] | None,
+    settings: BaseCacheSettings,
+    *,
+    stale_while_revalidate: float | None = None,
+    stale_if_error: float | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        backend = None if make_backend is None else make_backend()
+        CacheSetup.setup(backend=backend, settings=settings, prefix="paths")
+        try:
+            yield
+        finally:
+            await CacheSetup.close()
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.mode = "ok"
+    app.state.calls = 0
+    app.state.gate = asyncio.Event()
+    app.state.gate.set()
+    app.state.sessions = []
+    counting: list[Marked] = []
+
+    class CountingMiddleware(Marked):
+        def __init__(self, app: ASGIApp) -> None:
+            super().__init__(app)
+            counting.append(self)
+
+    app.add_middleware(CountingMiddleware)
+    app.state.middleware = counting
+
+    class Session:
+        def __init__(self) -> None:
+            self.closed = False
+
+    async def session() -> AsyncIterator[Session]:
+        opened = Session()
+        app.state.sessions.append(opened)
+        try:
+            yield opened
+        finally:
+            opened.closed = True
+
+    @app.get("/thing/{n}")
+    @cache_response(
+        ttl=TTL, stale_while_revalidate=stale_while_revalidate, stale_if_error=stale_if_error
+    )
+    async def thing(n: int, db: Annotated[Session, Depends(session)]) -> Any:
+        app.state.calls += 1
+        await app.state.gate.wait()
+        assert not db.closed
+        mode = app.state.mode
+        if mode == "raise":
+            raise RuntimeError("the database is down")
+        if mode == "503":
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+        if mode == "500-exc":
+            raise HTTPException(status_code=500, detail="boom")
+        if mode == "404":
+            raise HTTPException(status_code=404, detail="no such thing")
+        return {"n": n, "call": app.state.calls}
+
+    return app
+
+
+@pytest.fixture(name="make_backend")
+def make_backend_fixture(
+    request: pytest.FixtureRequest, backend_kind: str, clean_cache_setup: None
+) -> Callable[[], Backend] | None:
+    if backend_kind == "memory":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    request.getfixturevalue("redis_client")  # flushed
+    return lambda: RedisBackend(aioredis.Redis(host=server.host, port=server.port))
+
+
+async def stored_entry(n: int) -> Any:
+    """The entry at /thing/{n}'s key, read with the cache's clock."""
+    backend = CacheSetup.backend()
+    app_key, fingerprint = key_of(_APP[0], "/thing/{n}", f"/thing/{n}")
+    raw = await backend.fetch(app_key)
+    assert raw is not None
+    return kernels.read_entry(raw, CacheSetup.runtime().clock(), fingerprint)
+
+
+_APP: list[FastAPI] = []
+
+
+async def refresh_of(n: int) -> Awaitable[Any]:
+    key, _ = key_of(_APP[0], "/thing/{n}", f"/thing/{n}")
+    task = CacheSetup.runtime().refreshes.get(key)
+    assert task is not None, "no refresh running"
+    return task
+
+
+@pytest.mark.parametrize("failure", ["raise", "503", "500-exc"])
+async def test_stale_if_error_serves_the_stale_entry_marked(
+    make_backend: Callable[[], Backend] | None, failure: str
+) -> None:
+    app = build(make_backend, BaseCacheSettings(), stale_if_error=60)
+    _APP[:] = [app]
+    clock = FakeClock()
+    async with served(app) as client:
+        CacheSetup.runtime().clock = clock
+        first = await client.get("/thing/1")
+        assert first.headers[STATUS] == "MISS"
+        created = (await stored_entry(1)).created
+        clock.now += TTL + 30  # stale, inside stale_if_error (no stale_while_revalidate)
+        app.state.mode = failure
+        stale = await client.get("/thing/1")
+        assert stale.status_code == 200
+        assert stale.headers[STATUS] == "STALE_IF_ERROR"
+        assert stale.content == first.content
+        assert stale.headers["cache-control"] == "max-age=0"
+        entry = await stored_entry(1)
+        assert entry.created == created  # the failure stored nothing
+        # a 4xx is an answer, not an error: it is sent
+        app.state.mode = "404"
+        assert (await client.get("/thing/1")).status_code == 404
+        # the endpoint works again: a new entry
+        app.state.mode = "ok"
+        fresh = await client.get("/thing/1")
+        assert fresh.headers[STATUS] == "MISS"
+        assert (await stored_entry(1)).created == clock.now
+        # past ttl + stale_if_error: the failure is the answer
+        clock.now += TTL + 61
+        app.state.mode = failure
+        if failure == "raise":
+            with pytest.raises(RuntimeError, match="database is down"):
+                await client.get("/thing/1")
+        else:
+            assert (await client.get("/thing/1")).status_code in (500, 503)
+
+
+async def test_a_failed_refresh_keeps_the_entry_and_a_later_one_replaces_it(
+    make_backend: Callable[[], Backend] | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = build(make_backend, BaseCacheSettings(stale_while_revalidate=30))
+    _APP[:] = [app]
+    clock = FakeClock()
+    async with served(app) as client:
+        CacheSetup.runtime().clock = clock
+        first = await client.get("/thing/2")
+        created = (await stored_entry(2)).created
+        clock.now += TTL + 5
+        app.state.mode = "raise"
+        caplog.set_level(logging.WARNING, logger="fastapi_cachemate")
+        stale = await client.get("/thing/2")
+        assert stale.headers[STATUS] == "STALE"
+        assert stale.content == first.content
+        await asyncio.wait_for(await refresh_of(2), 30)
+        assert (await stored_entry(2)).created == created  # not overwritten
+        assert any("background refresh" in r.getMessage() for r in caplog.records)
+        app.state.mode = "ok"
+        assert (await client.get("/thing/2")).headers[STATUS] == "STALE"
+        await asyncio.wait_for(await refresh_of(2), 30)
+        entry = await stored_entry(2)
+        assert entry.created == clock.now
+        assert entry.state == kernels.FRESH
+        hit = await client.get("/thing/2")
+        assert hit.headers[STATUS] == "HIT"
+        assert hit.json() == {"n": 2, "call": 3}
+    # the refreshes went through the whole app (its middleware saw them, marked), each
+    # with a session of its own, closed when it ended
+    (middleware,) = app.state.middleware
+    assert middleware.seen["refresh"] == 2
+    assert len(app.state.sessions) == 4 + 2  # one per request (4) and per refresh (2)
+    assert all(s.closed for s in app.state.sessions)
+
+
+async def test_early_refresh_on_a_due_hit_xfetch(
+    make_backend: Callable[[], Backend] | None,
+) -> None:
+    # a huge beta makes XFetch fire on every hit with any compute time
+    settings = BaseCacheSettings(refresh_strategy="xfetch", xfetch_beta=1e12)
+    app = build(make_backend, settings)
+    _APP[:] = [app]
+    async with served(app) as client:
+        assert (await client.get("/thing/3")).headers[STATUS] == "MISS"
+        hit = await client.get("/thing/3")
+        assert hit.headers[STATUS] == "HIT"
+        await asyncio.wait_for(await refresh_of(3), 30)
+        assert app.state.calls == 2
+        assert (await client.get("/thing/3")).json()["call"] == 2
+
+
+async def test_refreshes_are_bounded_and_close_cancels_them(
+    make_backend: Callable[[], Backend] | None,
+) -> None:
+    settings = BaseCacheSettings(stale_while_revalidate=30, max_refresh_tasks=1, close_timeout=0.05)
+    app = build(make_backend, settings)
+    _APP[:] = [app]
+    clock = FakeClock()
+    async with served(app) as client:
+        runtime = CacheSetup.runtime()
+        runtime.clock = clock
+        for n in (4, 5):
+            assert (await client.get(f"/thing/{n}")).headers[STATUS] == "MISS"
+        clock.now += TTL + 1
+        app.state.gate.clear()  # refreshes block
+        for n in (4, 5):
+            assert (await client.get(f"/thing/{n}")).headers[STATUS] == "STALE"
+        assert len(runtime.refreshes) == 1
+        assert runtime.refreshes.stats.rejected == 1
+        blocked = await refresh_of(4)
+    # the lifespan's CacheSetup.close() waited close_timeout, then cancelled the refresh
+    assert isinstance(blocked, asyncio.Task)
+    assert blocked.cancelled()
+    assert len(runtime.refreshes) == 0
+
+
+async def test_close_drains_a_refresh_that_finishes_in_time(
+    make_backend: Callable[[], Backend] | None,
+) -> None:
+    settings = BaseCacheSettings(stale_while_revalidate=30, close_timeout=30)
+    app = build(make_backend, settings)
+    _APP[:] = [app]
+    clock = FakeClock()
+    async with served(app) as client:
+        CacheSetup.runtime().clock = clock
+        await client.get("/thing/6")
+        clock.now += TTL + 1
+        app.state.gate.clear()
+        assert (await client.get("/thing/6")).headers[STATUS] == "STALE"
+        refresh = await refresh_of(6)
+        asyncio.get_running_loop().call_soon(app.state.gate.set)
+    assert isinstance(refresh, asyncio.Task)
+    assert refresh.done()
+    assert not refresh.cancelled()
+    assert app.state.calls == 2
+
+
+@pytest.mark.redis
+async def test_after_a_backend_failure_a_request_makes_no_more_backend_calls(
+    redis_process: RedisServer, clean_cache_setup: None
+) -> None:
+    def make_backend() -> Backend:
+        return RedisBackend(aioredis.Redis(host=redis_process.host, port=redis_process.port))
+
+    app = build(make_backend, BaseCacheSettings(backend_timeout=0.25, breaker_failures=100))
+    async with served(app) as client:
+        assert (await client.get("/thing/7")).headers[STATUS] == "MISS"
+        breaker = CacheSetup.runtime().breaker
+        redis_process.stop()
+        before = breaker.stats.snapshot()
+        response = await client.get("/thing/8")  # a miss: fetch, lock, store... if it could
+        after = breaker.stats.snapshot()
+        assert response.status_code == 200
+        assert response.headers[STATUS] == "MISS"
+        assert after.calls - before.calls == 1
+        assert after.failures - before.failures == 1
+
+
+def test_refresh_scope_is_a_server_scope_of_the_same_request() -> None:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "https",
+        "server": ("example.org", 443),
+        "client": ("10.0.0.1", 5555),
+        "root_path": "",
+        "path": "/thing/1",
+        "raw_path": b"/thing/1",
+        "query_string": b"a=1",
+        "method": "HEAD",
+        "headers": [
+            (b"host", b"example.org"),
+            (b"authorization", b"Bearer t"),
+            (b"if-none-match", b'"x"'),
+            (b"cache-control", b"no-cache"),
+            (b"content-length", b"3"),
+        ],
+        "state": {"pool": "the pool"},
+        "app": object(),
+        "route": object(),
+        "endpoint": object(),
+        "path_params": {"n": "1"},
+        "fastapi_astack": object(),
+        "extensions": {"other": {}},
+    }
+    new = refresh_scope(scope)
+    assert set(new) == {
+        "type",
+        "asgi",
+        "http_version",
+        "scheme",
+        "server",
+        "client",
+        "root_path",
+        "path",
+        "raw_path",
+        "query_string",
+        "method",
+        "headers",
+        "state",
+    }
+    assert new["method"] == "HEAD"
+    assert new["headers"] == [(b"host", b"example.org"), (b"authorization", b"Bearer t")]
+    assert new["state"] == scope["state"]
+    assert new["state"] is not scope["state"]
+    assert refresh_ticket(new) is None
+    scope["method"] = "GET"
+    assert refresh_scope(scope)["method"] == "GET"
+    assert refresh_ticket({"extensions": {MARKER: "forged"}}) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"stale_while_revalidate": -1}, ValueError),
+        ({"stale_if_error": float("nan")}, ValueError),
+        ({"stale_while_revalidate": "5"}, TypeError),
+        ({"stale_if_error": True}, TypeError),
+    ],
+)
+def test_stale_options_are_checked(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        cache_response(ttl=5, **kwargs)
+
+
+async def test_lease_forget_skips_the_unlock() -> None:
+    locks = MemoryLockManager()
+    token = await locks.try_lock(b"k:lock", 60_000)
+    assert token is not None
+    lease = Lease(locks, b"k:lock", token, 60_000)
+    async with lease:
+        lease.forget()
+    assert await locks.try_lock(b"k:lock", 1000) is None  # still held: it lapses by itself
+    await lease.release()  # nothing more to do
+    assert await locks.try_lock(b"k:lock", 1000) is None
+
+
+async def test_refresh_tasks_run_in_the_context_given() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    token = var.set("request")
+    seen: list[str] = []
+
+    async def read() -> None:
+        seen.append(var.get())
+
+    try:
+        tasks = RefreshTasks(limit=2)
+        assert tasks.spawn(b"a", read)
+        assert tasks.spawn(b"b", read, context=contextvars.Context())
+        await tasks.aclose(5)
+    finally:
+        var.reset(token)
+    assert sorted(seen) == ["request", "unset"]
