@@ -70,7 +70,10 @@ Headers = tuple[tuple[bytes, bytes], ...]
 class Runtime:
     """What the request path keeps per configuration (one per ``CacheSetup.setup()``)."""
 
-    __slots__ = ("breaker", "clock", "flight", "refreshes", "settings")
+    __slots__ = ("breaker", "clock", "elsewhere", "flight", "refreshes", "settings")
+
+    #: most keys remembered as "refreshed by another process" (the map is pruned beyond it)
+    ELSEWHERE_MAX = 1024
 
     def __init__(self, settings: BaseCacheSettings) -> None:
         self.settings = settings
@@ -79,8 +82,30 @@ class Runtime:
         )
         self.flight = SingleFlight()
         self.refreshes = RefreshTasks(settings.max_refresh_tasks, name="cache-refresh")
+        # key -> monotonic deadline: another process holds the key's lock (it refreshes);
+        # until then hits do not try again (one SET NX per hit otherwise)
+        self.elsewhere: dict[bytes, float] = {}
         #: seconds since the epoch: entries' created and freshness (tests inject a clock)
         self.clock: Callable[[], float] = time.time
+
+    def refreshed_elsewhere(self, key: bytes) -> bool:
+        deadline = self.elsewhere.get(key)
+        if deadline is None:
+            return False
+        if time.monotonic() < deadline:
+            return True
+        del self.elsewhere[key]
+        return False
+
+    def remember_elsewhere(self, key: bytes, seconds: float) -> None:
+        elsewhere = self.elsewhere
+        if len(elsewhere) >= self.ELSEWHERE_MAX:
+            now = time.monotonic()
+            for stale in [k for k, deadline in elsewhere.items() if deadline <= now]:
+                del elsewhere[stale]
+            if len(elsewhere) >= self.ELSEWHERE_MAX:
+                elsewhere.clear()
+        elsewhere[key] = time.monotonic() + seconds
 
     async def aclose(self, timeout: float) -> None:
         """Refuse new refreshes; let running ones finish for ``timeout`` s, cancel the rest."""
@@ -273,7 +298,7 @@ class Flow:
         it captures no object of this request. False when refused (running, limit, closed).
         """
         app = scope.get("app")
-        if app is None:
+        if app is None or self.runtime.refreshed_elsewhere(self.key):
             return False
         created, compute_ms = entry.created, entry.compute_ms
         return self.runtime.refreshes.spawn(
@@ -299,7 +324,9 @@ class Flow:
             logger.debug("cache: refresh of %r skipped, backend unavailable: %s", self.key, exc)
             return
         if lease is None:
-            return  # another process refreshes it
+            # another process refreshes it: do not try again on every hit meanwhile
+            self.runtime.remember_elsewhere(self.key, min(ttl_ms / 1000.0, 1.0))
+            return
         async with lease:
             # Refreshed by another process between our read and our lock? Then we are done.
             try:

@@ -408,3 +408,25 @@ async def test_refresh_tasks_run_in_the_context_given() -> None:
     finally:
         var.reset(token)
     assert sorted(seen) == ["request", "unset"]
+
+
+async def test_a_refresh_held_by_another_process_is_not_retried_on_every_hit(
+    make_backend: Callable[[], Backend] | None,
+) -> None:
+    app = build(make_backend, BaseCacheSettings(stale_while_revalidate=30))
+    _APP[:] = [app]
+    clock = FakeClock()
+    async with served(app) as client:
+        runtime = CacheSetup.runtime()
+        runtime.clock = clock
+        await client.get("/thing/9")
+        key, _ = key_of(app, "/thing/{n}", "/thing/9")
+        # another process refreshes: it holds the key's lock
+        assert await CacheSetup.lock_manager().try_lock(key + b":lock", 60_000) is not None
+        clock.now += TTL + 1
+        assert (await client.get("/thing/9")).headers[STATUS] == "STALE"
+        await asyncio.wait_for(await refresh_of(9), 30)  # found the lock taken: did nothing
+        for _ in range(10):
+            assert (await client.get("/thing/9")).headers[STATUS] == "STALE"
+        assert runtime.refreshes.stats.spawned == 1
+        assert app.state.calls == 1
