@@ -301,9 +301,18 @@ class Flow:
         if app is None or self.runtime.refreshed_elsewhere(self.key):
             return False
         created, compute_ms = entry.created, entry.compute_ms
+        refresher = Flow(  # the task's own: nothing of this request's state (its "down")
+            self.runtime,
+            self.backend,
+            self.locks,
+            self.settings,
+            self.key,
+            stale_while_revalidate=self.stale_while_revalidate,
+            stale_if_error=self.stale_if_error,
+        )
         return self.runtime.refreshes.spawn(
             self.key,
-            lambda: self._refresh(app, refresh_scope(scope), created, compute_ms),
+            lambda: refresher._refresh(app, refresh_scope(scope), created, compute_ms),
             context=contextvars.Context(),  # a new request's context, not this one's
         )
 
