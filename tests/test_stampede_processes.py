@@ -29,7 +29,9 @@ from tests.servers import RedisServer, free_port
 pytestmark = pytest.mark.redis
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = "Application startup complete"
+# uvicorn runs the lifespan ("Application startup complete") before it binds the socket:
+# ready means this line, printed once it listens.
+READY = "Uvicorn running on"
 START_TIMEOUT = 30.0
 WAIT = 60  # bounds a test that would otherwise hang; never reached when it passes
 
