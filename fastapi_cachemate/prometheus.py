@@ -61,6 +61,7 @@ __all__ = [
     "METRIC_NAMES",
     "CacheCollector",
     "MultiprocessSync",
+    "counters_from_exposition",
     "exposition",
     "metrics_route",
     "metrics_router",
@@ -301,6 +302,39 @@ def exposition(registry: CollectorRegistry | None = None) -> bytes:
     register_collector(registry)
     target = prometheus_client.REGISTRY if registry is None else registry
     return bytes(prometheus_client.generate_latest(target))
+
+
+def counters_from_exposition(text: str) -> tuple[dict[str, dict[str, int]], str | None]:
+    """The inverse of the exposition: ({endpoint: {counter: int}}, breaker state or None)
+    from the text of a metrics route (other metrics in it are ignored)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    by_name = {f"{NAMESPACE}_{name}": (label, series) for name, _, label, series in _COUNTERS}
+    endpoints: dict[str, dict[str, int]] = {}
+    breaker: str | None = None
+    for family in text_string_to_metric_families(text):
+        if family.name == f"{NAMESPACE}_breaker_state":
+            for sample in family.samples:
+                index = int(sample.value)
+                if 0 <= index < len(metrics.BREAKER_STATES):
+                    breaker = metrics.BREAKER_STATES[index]
+            continue
+        found = by_name.get(family.name)
+        if found is None:
+            continue
+        label, series = found
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue  # _created samples
+            endpoint = sample.labels.get("endpoint")
+            counter = series.get("" if label is None else sample.labels.get(label, ""))
+            if endpoint is None or counter is None:
+                continue
+            counts = endpoints.setdefault(endpoint, dict.fromkeys(metrics.STATS_COUNTERS, 0))
+            counts[counter] += int(sample.value)
+            if counter.startswith("not_stored_"):
+                counts["not_stored"] += int(sample.value)
+    return endpoints, breaker
 
 
 def _handler(registry: CollectorRegistry | None) -> Any:
