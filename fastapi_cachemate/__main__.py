@@ -128,7 +128,10 @@ def _stats_from_metrics(url: str, timeout: float) -> dict[str, Any]:
             text = response.read().decode("utf-8")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise CliError(f"cannot read {url}: {exc}") from exc
-    endpoints, breaker = counters_from_exposition(text)
+    try:
+        endpoints, breaker = counters_from_exposition(text)
+    except ValueError as exc:
+        raise CliError(f"{url} is not a Prometheus text exposition: {exc}") from exc
     if not endpoints and breaker is None:
         raise CliError(f"{url} has no fastapi_cachemate metrics (is it the metrics route?)")
     totals: dict[str, int] = {}
@@ -463,7 +466,11 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    if importlib.util.find_spec("benchmarks") is None:
+    try:
+        found = importlib.util.find_spec("benchmarks.__main__") is not None
+    except ImportError:  # no benchmarks package at all
+        found = False
+    if not found:
         raise CliError(
             "no benchmarks package here: run from a source checkout of fastapi-cachemate "
             "(the benchmarks/ folder is not installed with the package)"
@@ -562,7 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "bench":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.args = [*extra, *args.args]
     if args.command == "stats" and args.metrics_url is None and not args.url:
         args.parser.error(f"give --metrics-url or --url (or set {URL_ENV})")
     try:
