@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastapi_cachemate import metrics
+from fastapi_cachemate import _log, metrics
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
 from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass, unstorable_reason
@@ -54,6 +54,7 @@ from fastapi_cachemate.settings import BaseCacheSettings
 __all__ = ["CacheStatuses", "cache_response", "is_bypass"]
 
 logger = logging.getLogger(__name__)
+_backend_health = _log.BackendHealth(logger)  # one record when it is lost, one when back
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -451,11 +452,14 @@ def _key(keyer: RouteKeyer, request: Request) -> tuple[bytes, bytes] | None:
 
 async def _lookup(slot: _Slot) -> bytes | None:
     try:
-        return await slot.backend.fetch(slot.key)
+        raw = await slot.backend.fetch(slot.key)
     except BACKEND_ERRORS as exc:
         slot.stats.backend_error()
-        logger.warning("cache: backend fetch failed for %r (%s): a miss", slot.key, exc)
+        _backend_health.failed(exc, "fetch", key=slot.key, endpoint=slot.stats.name)
         return None
+    if _backend_health.down:
+        _backend_health.recovered("fetch", key=slot.key, endpoint=slot.stats.name)
+    return raw
 
 
 def _decode(raw: bytes | None, slot: _Slot) -> Any:
@@ -464,7 +468,11 @@ def _decode(raw: bytes | None, slot: _Slot) -> Any:
         return None
     entry = kernels.read_entry(raw, time.time(), slot.fingerprint)
     if entry is None:
-        logger.warning("cache: unreadable or foreign entry at %r: a miss, overwritten", slot.key)
+        logger.warning(
+            "cache: unreadable or foreign entry at %r: a miss, overwritten",
+            slot.key,
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason="unreadable"),
+        )
         return None
     # STALE (inside the grace window) is the refresh path's (issue 5); EXPIRED is a miss.
     if entry.state != kernels.FRESH:
@@ -500,7 +508,12 @@ async def _save(
     reason = unstorable_reason(rendered.status_code, headers)
     if reason is not None:
         slot.stats.not_stored(metrics.reason_index(reason))
-        logger.debug("cache: response for %r not stored (%s)", slot.key, reason)
+        logger.debug(
+            "cache: response for %r not stored (%s)",
+            slot.key,
+            reason,
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason=reason),
+        )
         return
     blob = _encode(slot, rendered, headers, ttl, compute_ms)
     if blob is None:
@@ -510,8 +523,10 @@ async def _save(
     except BACKEND_ERRORS as exc:
         slot.stats.backend_error()
         slot.stats.not_stored(metrics.REASON_ERROR)
-        logger.warning("cache: backend store failed for %r (%s): not cached", slot.key, exc)
+        _backend_health.failed(exc, "store", key=slot.key, endpoint=slot.stats.name)
         return
+    if _backend_health.down:
+        _backend_health.recovered("store", key=slot.key, endpoint=slot.stats.name)
     slot.stats.stored(len(rendered.body), len(blob))
 
 
@@ -527,10 +542,11 @@ def _encode(
     body = rendered.body
     if len(body) > settings.max_entry_bytes:
         slot.stats.not_stored(metrics.REASON_TOO_LARGE)
-        logger.info(
+        logger.debug(  # per request: counted (not_stored_too_large), DEBUG only
             "cache: response for %r not stored: body of %d bytes > max_entry_bytes",
             slot.key,
             len(body),
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason="too_large"),
         )
         return None
     try:
@@ -548,6 +564,11 @@ def _encode(
         )
     except (TypeError, ValueError, OverflowError, MemoryError) as exc:
         slot.stats.not_stored(metrics.REASON_ERROR)
-        logger.warning("cache: response for %r not stored: %s", slot.key, exc)
+        logger.warning(
+            "cache: response for %r not stored: %s",
+            slot.key,
+            exc,
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason="error"),
+        )
         return None
     return blob
