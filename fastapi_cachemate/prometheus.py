@@ -28,7 +28,8 @@ environment variable:
   worker copies its native counters into prometheus_client ``Counter`` / ``Gauge`` objects,
   which write the multiprocess files that ``MultiProcessCollector`` sums: ``MultiprocessSync``
   adds the growth of each counter since its last copy. It copies on every scrape it serves,
-  from a daemon thread every ``interval`` seconds (5 by default), and once at exit; so a scrape
+  from a daemon thread every ``interval`` seconds (5 by default), at ``CacheSetup.close()``
+  (the app's shutdown) and at exit; so a scrape
   sees its own worker exactly and every other worker at most ``interval`` seconds late. The
   breaker gauges use ``multiprocess_mode="livemax"``: 1 if any live worker's breaker is
   open (call ``prometheus_client.multiprocess.mark_process_dead(pid)`` from gunicorn's
@@ -56,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from fastapi_cachemate import metrics
+from fastapi_cachemate.cache_setup import CacheSetup
 
 __all__ = [
     "METRIC_NAMES",
@@ -346,9 +348,16 @@ def _handler(registry: CollectorRegistry | None) -> Any:
     return metrics_endpoint
 
 
+async def _final_sync() -> None:
+    if _sync is not None:
+        _sync.sync()
+
+
 def _prepare(registry: CollectorRegistry | None, interval: float) -> None:
     if multiprocess_mode():
         multiprocess_sync(interval).start()
+        # the app's shutdown (CacheSetup.close() in its lifespan) syncs a last time
+        CacheSetup.add_close_callback(_final_sync)
     else:
         register_collector(registry)
 
