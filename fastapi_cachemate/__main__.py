@@ -185,7 +185,6 @@ def _print_counters(result: dict[str, Any], out: TextIO) -> None:
 async def _stats_from_redis(url: str, prefix: str, cluster: bool, decode: bool) -> dict[str, Any]:
     client = _client(url, cluster)
     entry_re = _entry_re(prefix)
-    lock_suffix, gen_suffix = b":lock", b":gen"
     out: dict[str, Any] = {
         "source": url,
         "prefix": prefix,
@@ -201,11 +200,12 @@ async def _stats_from_redis(url: str, prefix: str, cluster: bool, decode: bool) 
         async for batch in _batches(client, _entry_pattern(prefix)):
             entries: list[bytes] = []
             for k in batch:
-                if entry_re.match(k):
+                kind = _kind(entry_re, k)
+                if kind == "entry":
                     entries.append(k)
-                elif k.endswith(lock_suffix) and entry_re.match(k[: -len(lock_suffix)]):
+                elif kind == "lock":
                     out["locks"] += 1
-                elif k.endswith(gen_suffix) and entry_re.match(k[: -len(gen_suffix)]):
+                elif kind == "generation":
                     out["generations"] += 1
                 else:
                     out["other_keys"] += 1
@@ -403,8 +403,24 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
 # --- purge -----------------------------------------------------------------------------------
 
 
+def _kind(entry_re: re.Pattern[bytes], key: bytes) -> str | None:
+    """ "entry", "lock" or "generation" for the keys of a namespace, None for any other."""
+    if entry_re.match(key):
+        return "entry"
+    for suffix, kind in ((b":lock", "lock"), (b":gen", "generation")):
+        if key.endswith(suffix) and entry_re.match(key[: -len(suffix)]):
+            return kind
+    return None
+
+
 async def _purge(
-    url: str, cluster: bool, namespace: str | None, tags: Sequence[str], prefix: str, dry: bool
+    url: str,
+    cluster: bool,
+    namespace: str | None,
+    tags: Sequence[str],
+    prefix: str,
+    dry: bool,
+    scan: bool,
 ) -> tuple[int, str]:
     """(entries removed or found, how)."""
     from fastapi_cachemate.core.backends.redis import RedisBackend
@@ -412,10 +428,11 @@ async def _purge(
     backend = RedisBackend.from_url(url, cluster=cluster)
     client = backend.client
     try:
-        if not dry and namespace is not None and hasattr(backend, "invalidate_namespace"):
+        api = not dry and not scan
+        if api and namespace is not None and hasattr(backend, "invalidate_namespace"):
             removed = int(await backend.invalidate_namespace(namespace))
             return removed, "invalidation API (generations bumped)"
-        if not dry and tags and hasattr(backend, "invalidate_tags"):
+        if api and tags and hasattr(backend, "invalidate_tags"):
             removed = int(await backend.invalidate_tags(prefix, *tags))
             return removed, "invalidation API (generations bumped)"
         scan_prefix = namespace if namespace is not None else prefix
@@ -424,8 +441,9 @@ async def _purge(
         count = 0
         async for batch in _batches(client, _entry_pattern(scan_prefix)):
             if namespace is not None:
-                victims = batch  # entries, their locks and generations
-                count += sum(1 for k in batch if entry_re.match(k))
+                # entries, their locks and generations; nothing else under the prefix
+                victims = [k for k in batch if _kind(entry_re, k) is not None]
+                count += sum(1 for k in victims if _kind(entry_re, k) == "entry")
             else:
                 entries = [k for k in batch if entry_re.match(k)]
                 values = await _get_many(client, entries, cluster)
@@ -451,7 +469,9 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
     if args.namespace is not None and "{" in args.namespace:
         raise CliError("a namespace (prefix) has no '{' or '}' in it")
     count, how = asyncio.run(
-        _purge(url, args.cluster, args.namespace, args.tag or (), args.prefix, args.dry_run)
+        _purge(
+            url, args.cluster, args.namespace, args.tag or (), args.prefix, args.dry_run, args.scan
+        )
     )
     what = f"namespace {args.namespace}" if args.namespace else "tag(s) " + ", ".join(args.tag)
     verb = "would remove" if args.dry_run else "removed"
@@ -555,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--tag", action="append", help="a tag (repeat for several)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="the key prefix the tags are under")
     p.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+    p.add_argument(
+        "--scan",
+        action="store_true",
+        help="SCAN + UNLINK (tags: decode every entry) even when the backend has an "
+        "invalidation API (which bumps generations and uses the tag sets)",
+    )
     p.set_defaults(func=cmd_purge, parser=p)
 
     p = sub.add_parser(
