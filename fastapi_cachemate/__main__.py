@@ -316,7 +316,9 @@ def _stored_body(data: bytes, body: bytes) -> tuple[str, int]:
     last two items are the codec (0 or 1) and the body bin, in their smallest encodings."""
     if data.endswith(b"\x00" + _bin_header(len(body)) + body):
         return "identity", len(body)
-    for n in range(len(_ZSTD_MAGIC), len(data)):
+    # the frame is most of the entry: from the longest candidate down, found after at most
+    # the metadata's length in steps (never a scan of the whole body)
+    for n in range(len(data) - 1, len(_ZSTD_MAGIC) - 1, -1):
         tail = b"\x01" + _bin_header(n) + _ZSTD_MAGIC
         start = len(data) - n - len(tail) + len(_ZSTD_MAGIC)
         if start >= 0 and data.startswith(tail, start):

@@ -141,10 +141,7 @@ def test_inspect_json(r: redis.Redis, url: str, compression: int, codec: str) ->
     assert info["size_stored"] == len(blob)
     assert info["codec"] == codec
     if codec == "zstd":
-        assert info["size_body_stored"] < len(body)
-        assert info["size_body_stored"] == len(_native.compress(body)) or info[
-            "size_body_stored"
-        ] < len(blob)
+        assert info["size_body_stored"] == len(_native.compress(body)) < len(body)
     else:
         assert info["size_body_stored"] == len(body)
     assert "body" not in info
@@ -416,3 +413,21 @@ def test_bench_without_benchmarks(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "no benchmarks package" in out.stderr
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65_535, 65_536, 1_000_000])
+@pytest.mark.parametrize("compression", [_native.COMPRESS_DISABLED, _native.COMPRESS_ALL])
+def test_describe_entry_sizes(size: int, compression: int) -> None:
+    from fastapi_cachemate.__main__ import describe_entry
+
+    body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+    blob = entry(body, compression=compression, tags=("t",) * 40)
+    info = describe_entry(KEY_A.encode(), blob, time.time())
+    assert info["size_body"] == size
+    assert info["size_stored"] == len(blob)
+    if compression == _native.COMPRESS_ALL:
+        assert info["codec"] == "zstd"
+        assert info["size_body_stored"] == len(_native.compress(body))
+    else:
+        assert info["codec"] == "identity"
+        assert info["size_body_stored"] == size
