@@ -849,9 +849,17 @@ pack_slow(packer *pk, PyObject *o)
         PyObject_HasAttr((PyObject *)Py_TYPE(o), ms->str_dc_fields)) {
         return pack_dataclass(pk, o);
     }
-    PyErr_Format(PyExc_TypeError,
-                 "packb: cannot serialize an object of type '%.200s'",
-                 Py_TYPE(o)->tp_name);
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *name = PyType_GetQualName(Py_TYPE(o));
+#else
+    PyObject *name =
+        PyObject_GetAttrString((PyObject *)Py_TYPE(o), "__qualname__");
+#endif
+    if (name != NULL) {
+        PyErr_Format(PyExc_TypeError,
+                     "packb: cannot serialize an object of type '%U'", name);
+        Py_DECREF(name);
+    }
     return -1;
 }
 

@@ -6,5 +6,6 @@ package use these instead of the extension.
 """
 
 from fastapi_cachemate._pure.blake2b import blake2b
+from fastapi_cachemate._pure.msgpack import MalformedError, packb, unpackb
 
-__all__ = ["blake2b"]
+__all__ = ["MalformedError", "blake2b", "packb", "unpackb"]

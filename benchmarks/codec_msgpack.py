@@ -1,0 +1,127 @@
+"""packb / unpackb of fastapi_cachemate._native against ormsgpack, msgpack-python and msgspec.
+
+Three JSON-like API payloads (lists of dicts of str / int / float / bool / None, nested a
+little): small (~0.5 KB), medium (~10 KB) and large (~200 KB) of MessagePack. Every library
+runs in this one process; each timing is the best of several repeats of a timed loop.
+Ratios are their time / our time: above 1 means we are faster.
+
+    .venv/bin/python -m benchmarks.codec_msgpack
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import msgspec
+import ormsgpack
+
+from fastapi_cachemate import _native
+
+__all__ = ["PAYLOADS", "make_payload", "measure", "run"]
+
+TARGETS = {"small": 500, "medium": 10_000, "large": 200_000}
+REPEATS = 7
+LOOP_SECONDS = 0.02
+
+_CITIES = ["Paris", "Berlin", "Zürich", "Lisbon", "Oslo", "Kraków", "Austin", "Tokyo"]
+
+
+def _item(i: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "uuid": f"{i * 2654435761 % 2**32:08x}-4e2f-9c1a-{i:012d}",
+        "name": f"user {i}",
+        "email": f"user{i}@example.com",
+        "active": i % 3 != 0,
+        "score": round(i * 1.37, 2),
+        "balance": -i * 12.5,
+        "age": 18 + i % 60,
+        "tags": ["alpha", "beta", "gamma"][: 1 + i % 3],
+        "address": {"city": _CITIES[i % len(_CITIES)], "zip": f"{10000 + i}", "geo": None},
+        "created_at": f"2024-01-{1 + i % 28:02d}T12:00:00Z",
+    }
+
+
+def make_payload(target: int) -> dict[str, Any]:
+    """An API page: {"items": [...], "total": n, ...} whose MessagePack is ~target bytes."""
+    items: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"items": items, "total": 0, "page": 1, "next": None}
+    while len(msgpack.packb(page, use_bin_type=True)) < target:
+        items.append(_item(len(items)))
+        page["total"] = len(items)
+    return page
+
+
+PAYLOADS = {name: make_payload(size) for name, size in TARGETS.items()}
+
+
+def measure(fn: Callable[[], object]) -> float:
+    """Best time of one call in seconds: REPEATS timed loops of a calibrated length."""
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= LOOP_SECONDS / 4:
+            break
+        number *= 4
+    number = max(1, int(number * LOOP_SECONDS / max(elapsed, 1e-9)))
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best
+
+
+def _libraries() -> dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]]:
+    encoder = msgspec.msgpack.Encoder()
+    decoder = msgspec.msgpack.Decoder()
+    return {
+        "cachemate": (_native.packb, _native.unpackb),
+        "ormsgpack": (ormsgpack.packb, ormsgpack.unpackb),
+        "msgpack": (
+            lambda o: msgpack.packb(o, use_bin_type=True),
+            lambda b: msgpack.unpackb(b, raw=False),
+        ),
+        "msgspec": (encoder.encode, decoder.decode),
+    }
+
+
+def run() -> str:
+    """Measure every library on every payload; return the markdown table."""
+    libs = _libraries()
+    others = [name for name in libs if name != "cachemate"]
+    lines = [
+        "| payload | op | cachemate µs | "
+        + " | ".join(f"{name} µs (ratio)" for name in others)
+        + " |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in others) + " |",
+    ]
+    for payload_name, obj in PAYLOADS.items():
+        packed = _native.packb(obj)
+        assert packed == msgpack.packb(obj, use_bin_type=True)
+        for op in ("packb", "unpackb"):
+            times: dict[str, float] = {}
+            for name, (pack, unpack) in libs.items():
+                if op == "packb":
+                    times[name] = measure(lambda pack=pack: pack(obj))  # type: ignore[misc]
+                else:
+                    times[name] = measure(lambda unpack=unpack: unpack(packed))  # type: ignore[misc]
+            ours = times["cachemate"]
+            cells = [f"{times[n] * 1e6:.2f} ({times[n] / ours:.2f}x)" for n in others]
+            lines.append(
+                f"| {payload_name} ({len(packed) / 1000:.1f} KB) | {op} | {ours * 1e6:.2f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run())
