@@ -36,7 +36,8 @@ class Target(NamedTuple):
 
 def _load_file(name: str, path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -57,17 +58,57 @@ def native() -> ModuleType:
 
 UTC = dt.timezone.utc
 SAMPLES: list[Any] = [
-    None, True, 0, -1, 127, 128, -33, 65536, 2**32, 2**64 - 1, -(2**63), 1.5, -0.0,
-    "", "ascii", "é" * 40, "x" * 300, b"", b"\x00" * 300,
-    [], [1, [2, [3]]], {}, {"a": 1, "b": [None, True]}, {1: "int key", b"k": 2.5},
-    {"items": [{"id": i, "name": f"user {i}", "score": i / 3, "ok": i % 2 == 0,
-                "tags": ["a", "b"], "geo": None} for i in range(5)], "total": 5},
-    dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
-    dt.datetime(2600, 1, 1, tzinfo=UTC), dt.datetime(1960, 1, 1, tzinfo=UTC),
-    dt.date(2024, 2, 29), dt.time(1, 2, 3, 4), dt.time(5, tzinfo=dt.timezone(dt.timedelta(hours=-2))),
-    dt.datetime(2020, 1, 1, 12), uuid.UUID(int=2**127 + 5), Decimal("-1.25E+7"), Decimal("NaN"),
+    None,
+    True,
+    0,
+    -1,
+    127,
+    128,
+    -33,
+    65536,
+    2**32,
+    2**64 - 1,
+    -(2**63),
+    1.5,
+    -0.0,
+    "",
+    "ascii",
+    "é" * 40,
+    "x" * 300,
+    b"",
+    b"\x00" * 300,
+    [],
+    [1, [2, [3]]],
+    {},
+    {"a": 1, "b": [None, True]},
+    {1: "int key", b"k": 2.5},
+    {
+        "items": [
+            {
+                "id": i,
+                "name": f"user {i}",
+                "score": i / 3,
+                "ok": i % 2 == 0,
+                "tags": ["a", "b"],
+                "geo": None,
+            }
+            for i in range(5)
+        ],
+        "total": 5,
+    },
+    dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    dt.datetime(2600, 1, 1, tzinfo=UTC),
+    dt.datetime(1960, 1, 1, tzinfo=UTC),
+    dt.date(2024, 2, 29),
+    dt.time(1, 2, 3, 4),
+    dt.time(5, tzinfo=dt.timezone(dt.timedelta(hours=-2))),
+    dt.datetime(2020, 1, 1, 12),
+    uuid.UUID(int=2**127 + 5),
+    Decimal("-1.25E+7"),
+    Decimal("NaN"),
     [list(range(20)), {str(i): i for i in range(20)}],
-]  # fmt: skip
+]
 
 
 def _seeds_unpackb(m: ModuleType) -> Iterable[bytes]:
@@ -88,11 +129,18 @@ def _seeds_read_entry(m: ModuleType) -> Iterable[bytes]:
     for compression in (0, 1, 2):
         for size in (0, 10, 5000):
             yield m.write_entry(
-                status=200, headers=[(b"content-type", b"application/json")],
-                body=body[:size] * (1 + size // max(len(body), 1)), created=NOW - 30, ttl=60,
-                grace=10, compute_ms=12.5, tags=["users", "page:1"], fingerprint=b"\x01" * 8,
-                compression=compression, min_size=100,
-            )  # fmt: skip
+                status=200,
+                headers=[(b"content-type", b"application/json")],
+                body=body[:size] * (1 + size // max(len(body), 1)),
+                created=NOW - 30,
+                ttl=60,
+                grace=10,
+                compute_ms=12.5,
+                tags=["users", "page:1"],
+                fingerprint=b"\x01" * 8,
+                compression=compression,
+                min_size=100,
+            )
 
 
 # ---- the call wrappers ----
@@ -134,8 +182,15 @@ def _unpackb_twin(m: ModuleType) -> Call:
 TARGETS: dict[str, Target] = {
     "unpackb": Target("unpackb", _unpackb, ("MalformedError",), _seeds_unpackb),
     "unpackb_twin": Target("unpackb", _unpackb_twin, (), _seeds_unpackb),
-    "decompress": Target("decompress", lambda m: lambda d: m.decompress(d, max_size=1 << 20), ("MalformedError", "ValueError"), _seeds_decompress),  # fmt: skip
-    "read_entry": Target("read_entry", lambda m: lambda d: m.read_entry(d, NOW), (), _seeds_read_entry),  # fmt: skip
+    "decompress": Target(
+        "decompress",
+        lambda m: lambda d: m.decompress(d, max_size=1 << 20),
+        ("MalformedError", "ValueError"),
+        _seeds_decompress,
+    ),
+    "read_entry": Target(
+        "read_entry", lambda m: lambda d: m.read_entry(d, NOW), (), _seeds_read_entry
+    ),
 }
 
 

@@ -57,9 +57,7 @@ def packb(obj: object, /) -> bytes:
 
 
 def _int_overflow() -> OverflowError:
-    return OverflowError(
-        "int out of range for MessagePack: it must be within -2**63 .. 2**64-1"
-    )
+    return OverflowError("int out of range for MessagePack: it must be within -2**63 .. 2**64-1")
 
 
 def _pack_int(v: int, out: bytearray) -> None:
@@ -207,7 +205,7 @@ def _pack_items(items: list[Any], depth: int, out: bytearray) -> None:
         _pack(kv[1], out, depth)
 
 
-def _pack(obj: object, out: bytearray, depth: int) -> None:  # noqa: C901, PLR0912
+def _pack(obj: object, out: bytearray, depth: int) -> None:
     if obj is None:
         out.append(0xC0)
     elif obj is True:
@@ -300,9 +298,7 @@ def unpackb(data: Buffer, /) -> Any:
         raise BufferError("memoryview: underlying buffer is not C-contiguous")
     buf = view.tobytes()
     if len(buf) > MAX_INPUT:
-        raise MalformedError(
-            f"input of {len(buf)} bytes is larger than the {MAX_INPUT} byte limit"
-        )
+        raise MalformedError(f"input of {len(buf)} bytes is larger than the {MAX_INPUT} byte limit")
     if not buf:
         raise MalformedError("empty input")
     reader = _Reader(buf)
@@ -425,7 +421,7 @@ class _Reader:
         payload = self.payload(n, "ext")
         return _ext_object(self, code, payload)
 
-    def head(self) -> Any:  # noqa: C901, PLR0911, PLR0912
+    def head(self) -> Any:
         """A scalar, or an _Open for the header of an array or a map."""
         if self.pos >= self.end:
             raise self.error("truncated input")
@@ -507,7 +503,7 @@ def _timestamp(r: _Reader, s: bytes) -> _dt.datetime:
     return _EPOCH + _dt.timedelta(seconds=secs, microseconds=ns // 1000)
 
 
-def _ext_object(r: _Reader, code: int, s: bytes) -> Any:  # noqa: C901, PLR0912
+def _ext_object(r: _Reader, code: int, s: bytes) -> Any:
     n = len(s)
     if code == EXT_TIMESTAMP:
         return _timestamp(r, s)
@@ -522,9 +518,14 @@ def _ext_object(r: _Reader, code: int, s: bytes) -> Any:  # noqa: C901, PLR0912
                 raise r.error("datetime extension of a wrong size")
             what = "invalid datetime extension"
             return _dt.datetime(
-                _U16.unpack_from(s)[0], s[2], s[3], s[4], s[5], s[6],
+                _U16.unpack_from(s)[0],
+                s[2],
+                s[3],
+                s[4],
+                s[5],
+                s[6],
                 int.from_bytes(s[7:10], "big"),
-            )  # fmt: skip
+            )
         if code == EXT_TIME:
             if n not in (6, 10):
                 raise r.error("time extension of a wrong size")

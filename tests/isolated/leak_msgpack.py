@@ -31,19 +31,37 @@ class Model(BaseModel):
 
 PAYLOAD = {
     "items": [
-        {"id": i, "name": f"user {i}", "score": i * 1.5, "ok": i % 2 == 0, "none": None,
-         "tags": ["a", "é"], "bin": b"\x00" * i, "big": 2**64 - 1, "neg": -(2**63)}
+        {
+            "id": i,
+            "name": f"user {i}",
+            "score": i * 1.5,
+            "ok": i % 2 == 0,
+            "none": None,
+            "tags": ["a", "é"],
+            "bin": b"\x00" * i,
+            "big": 2**64 - 1,
+            "neg": -(2**63),
+        }
         for i in range(20)
     ],
     "total": 20,
-}  # fmt: skip
+}
 EXTRAS = [
-    dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC), dt.datetime(2600, 1, 1, tzinfo=UTC),
-    dt.date(2024, 1, 2), dt.time(1, 2, tzinfo=dt.timezone(dt.timedelta(hours=1))),
-    dt.datetime(2020, 1, 1), uuid.UUID(int=5), Decimal("1.5"), Color.RED, Point(1, 2.0),
-    Model(name="m", point={"x": 1}), (1, 2), bytearray(b"ab"), memoryview(b"cd"),
+    dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    dt.datetime(2600, 1, 1, tzinfo=UTC),
+    dt.date(2024, 1, 2),
+    dt.time(1, 2, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+    dt.datetime(2020, 1, 1),
+    uuid.UUID(int=5),
+    Decimal("1.5"),
+    Color.RED,
+    Point(1, 2.0),
+    Model(name="m", point={"x": 1}),
+    (1, 2),
+    bytearray(b"ab"),
+    memoryview(b"cd"),
     {dt.date(2024, 1, 1): "date key"},
-]  # fmt: skip
+]
 PACKED = _native.packb(PAYLOAD)
 PACKED_EXTRAS = _native.packb(EXTRAS)
 
@@ -129,7 +147,14 @@ assert_no_leak(raises(pack_cycle, ValueError), calls=500)
 assert_no_leak(raises(pack_unsupported, TypeError))
 assert_no_leak(raises(pack_overflow, OverflowError))
 assert_no_leak(raises(pack_surrogate, UnicodeEncodeError))
-for fn in (unpack_truncated, unpack_truncated_extras, unpack_bad_key, unpack_bad_utf8,
-           unpack_bad_ext, unpack_bad_decimal, unpack_trailing):  # fmt: skip
+for fn in (
+    unpack_truncated,
+    unpack_truncated_extras,
+    unpack_bad_key,
+    unpack_bad_utf8,
+    unpack_bad_ext,
+    unpack_bad_decimal,
+    unpack_trailing,
+):
     assert_no_leak(raises(fn, _native.MalformedError), calls=5_000)
 assert_no_leak(raises(unpack_deep, _native.MalformedError), calls=1_000)
