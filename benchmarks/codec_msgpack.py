@@ -24,8 +24,8 @@ from fastapi_cachemate import _native
 __all__ = ["PAYLOADS", "make_payload", "measure", "run"]
 
 TARGETS = {"small": 500, "medium": 10_000, "large": 200_000}
-REPEATS = 7
-LOOP_SECONDS = 0.02
+REPEATS = 40
+LOOP_SECONDS = 0.002
 
 _CITIES = ["Paris", "Berlin", "Zürich", "Lisbon", "Oslo", "Kraków", "Austin", "Tokyo"]
 
@@ -59,8 +59,8 @@ def make_payload(target: int) -> dict[str, Any]:
 PAYLOADS = {name: make_payload(size) for name, size in TARGETS.items()}
 
 
-def measure(fn: Callable[[], object]) -> float:
-    """Best time of one call in seconds: REPEATS timed loops of a calibrated length."""
+def _calibrate(fn: Callable[[], object]) -> int:
+    """How many calls take about LOOP_SECONDS."""
     number = 1
     while True:
         start = time.perf_counter()
@@ -68,15 +68,25 @@ def measure(fn: Callable[[], object]) -> float:
             fn()
         elapsed = time.perf_counter() - start
         if elapsed >= LOOP_SECONDS / 4:
-            break
+            return max(1, int(number * LOOP_SECONDS / elapsed))
         number *= 4
-    number = max(1, int(number * LOOP_SECONDS / max(elapsed, 1e-9)))
-    best = float("inf")
+
+
+def measure(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Best time of one call, in seconds, of each function.
+
+    The functions take turns, REPEATS rounds of one timed loop each, so that a busy
+    machine slows all of them alike; the best loop of each is kept.
+    """
+    numbers = {name: _calibrate(fn) for name, fn in fns.items()}
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(REPEATS):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - start) / number)
+        for name, fn in fns.items():
+            number = numbers[name]
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / number)
     return best
 
 
@@ -108,12 +118,14 @@ def run() -> str:
         packed = _native.packb(obj)
         assert packed == msgpack.packb(obj, use_bin_type=True)
         for op in ("packb", "unpackb"):
-            times: dict[str, float] = {}
-            for name, (pack, unpack) in libs.items():
-                if op == "packb":
-                    times[name] = measure(functools.partial(pack, obj))
-                else:
-                    times[name] = measure(functools.partial(unpack, packed))
+            times = measure(
+                {
+                    name: functools.partial(pack, obj)
+                    if op == "packb"
+                    else functools.partial(unpack, packed)
+                    for name, (pack, unpack) in libs.items()
+                }
+            )
             ours = times["cachemate"]
             cells = [f"{times[n] * 1e6:.2f} ({times[n] / ours:.2f}x)" for n in others]
             lines.append(

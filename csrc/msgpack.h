@@ -13,6 +13,9 @@
 /* unpackb refuses inputs larger than this (256 MiB). */
 #define CM_MP_MAX_INPUT ((Py_ssize_t)256 * 1024 * 1024)
 
+/* unpackb pauses the cyclic GC while it decodes inputs this large. */
+#define CM_MP_GC_PAUSE_SIZE ((Py_ssize_t)64 * 1024)
+
 /* Extension type codes (see csrc/msgpack.c). */
 #define CM_MP_EXT_TIMESTAMP (-1) /* aware datetime, the msgpack.org one */
 #define CM_MP_EXT_DATE 1

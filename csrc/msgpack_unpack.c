@@ -148,6 +148,24 @@ take(unpacker *u, Py_ssize_t n)
     return s;
 }
 
+/* n <= CM_MP_KEY_CACHE_MAXLEN bytes: inline, no call to memcmp. */
+static inline int
+short_equal(const unsigned char *a, const unsigned char *b, Py_ssize_t n)
+{
+    uint64_t diff = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        diff |= x ^ y;
+    }
+    for (; i < n; i++) {
+        diff |= (uint64_t)(a[i] ^ b[i]);
+    }
+    return diff == 0;
+}
+
 /* A map key that is a short str: served from the cache when it is there. */
 static PyObject *
 cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
@@ -159,7 +177,7 @@ cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
     PyObject **slot = &u->ms->keys[(h ^ (h >> 29)) % CM_MP_KEY_CACHE_SIZE];
     PyObject *k = *slot;
     if (k != NULL && PyUnicode_GET_LENGTH(k) == n &&
-        memcmp(PyUnicode_DATA(k), s, (size_t)n) == 0) {
+        short_equal((const unsigned char *)PyUnicode_DATA(k), s, n)) {
         return Py_NewRef(k);
     }
     if (!is_ascii(s, n)) {
@@ -691,15 +709,18 @@ PyObject *
 cm_msgpack_unpackb(PyObject *module, PyObject *data)
 {
     cm_state *st = cm_get_state(module);
-    if (PyBytes_CheckExact(data)) {
-        return cm_mp_unpack(st, PyBytes_AS_STRING(data),
-                            PyBytes_GET_SIZE(data));
-    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
+    /* A large input makes thousands of containers: the cyclic GC would
+     * traverse them again and again while they are built (none can be
+     * garbage yet), so it waits until the result is complete. */
+    int gc_was_enabled = view.len >= CM_MP_GC_PAUSE_SIZE ? PyGC_Disable() : 0;
     PyObject *out = cm_mp_unpack(st, (const char *)view.buf, view.len);
+    if (gc_was_enabled) {
+        PyGC_Enable();
+    }
     PyBuffer_Release(&view);
     return out;
 }
