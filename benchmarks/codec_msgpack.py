@@ -47,13 +47,21 @@ def _item(i: int) -> dict[str, Any]:
 
 
 def make_payload(target: int) -> dict[str, Any]:
-    """An API page: {"items": [...], "total": n, ...} whose MessagePack is ~target bytes."""
+    """An API page: {"items": [...], "total": n, ...} whose MessagePack is closest to
+    target bytes."""
+
+    def page(items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"items": items, "total": len(items), "page": 1, "next": None}
+
     items: list[dict[str, Any]] = []
-    page: dict[str, Any] = {"items": items, "total": 0, "page": 1, "next": None}
-    while len(msgpack.packb(page, use_bin_type=True)) < target:
-        items.append(_item(len(items)))
-        page["total"] = len(items)
-    return page
+    size = len(msgpack.packb(page(items), use_bin_type=True))
+    while True:
+        item = _item(len(items))
+        grown = size + len(msgpack.packb(item, use_bin_type=True))
+        if abs(grown - target) >= abs(size - target) and items:
+            return page(items)
+        items.append(item)
+        size = grown
 
 
 PAYLOADS = {name: make_payload(size) for name, size in TARGETS.items()}

@@ -16,6 +16,9 @@
 /* unpackb pauses the cyclic GC while it decodes inputs this large. */
 #define CM_MP_GC_PAUSE_SIZE ((Py_ssize_t)64 * 1024)
 
+/* packb starts its buffer at the previous output's size, up to this. */
+#define CM_MP_PACK_HINT_MAX ((Py_ssize_t)4 * 1024 * 1024)
+
 /* Extension type codes (see csrc/msgpack.c). */
 #define CM_MP_EXT_TIMESTAMP (-1) /* aware datetime, the msgpack.org one */
 #define CM_MP_EXT_DATE 1
@@ -44,6 +47,7 @@ typedef struct {
     PyObject *str_bytes;
     PyObject *str_int;
     PyObject *keys[CM_MP_KEY_CACHE_SIZE]; /* str or NULL */
+    Py_ssize_t pack_hint; /* size of the last packb output, capped */
 } cm_msgpack_state;
 
 /* Append the MessagePack encoding of obj to b. -1 with an exception set. */

@@ -940,13 +940,18 @@ PyObject *
 cm_msgpack_packb(PyObject *module, PyObject *obj)
 {
     cm_state *st = cm_get_state(module);
+    cm_msgpack_state *ms = &st->msgpack;
     cm_buf b;
-    if (cm_buf_init(&b, 256) < 0) {
+    /* Start at the size of the previous output (plus an eighth): an app packs
+     * payloads of similar sizes, so most calls never grow the buffer. */
+    Py_ssize_t hint = ms->pack_hint + ms->pack_hint / 8;
+    if (cm_buf_init(&b, hint < 256 ? 256 : hint) < 0) {
         return NULL;
     }
     if (cm_mp_pack(st, &b, obj) < 0) {
         cm_buf_free(&b);
         return NULL;
     }
+    ms->pack_hint = b.len < CM_MP_PACK_HINT_MAX ? b.len : CM_MP_PACK_HINT_MAX;
     return cm_buf_finish(&b);
 }

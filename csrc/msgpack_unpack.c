@@ -148,37 +148,55 @@ take(unpacker *u, Py_ssize_t n)
     return s;
 }
 
-/* n <= CM_MP_KEY_CACHE_MAXLEN bytes: inline, no call to memcmp. */
-static inline int
-short_equal(const unsigned char *a, const unsigned char *b, Py_ssize_t n)
+/* A short key (n <= 24) as up to three overlapping words: the first 8, the
+ * middle 8 and the last 8 bytes (4 + 4 or single bytes when shorter). Reads
+ * stay inside [0, n). Equal keys give equal words. */
+typedef struct {
+    uint64_t a, b, c;
+} key_words;
+
+static inline key_words
+load_key(const unsigned char *s, Py_ssize_t n)
 {
-    uint64_t diff = 0;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x, y;
-        memcpy(&x, a + i, 8);
-        memcpy(&y, b + i, 8);
-        diff |= x ^ y;
+    key_words w = {0, 0, 0};
+    if (n >= 8) {
+        memcpy(&w.a, s, 8);
+        memcpy(&w.b, s + n - 8, 8);
+        if (n > 16) {
+            memcpy(&w.c, s + 8, 8);
+        }
     }
-    for (; i < n; i++) {
-        diff |= (uint64_t)(a[i] ^ b[i]);
+    else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        w.a = x;
+        w.b = y;
     }
-    return diff == 0;
+    else if (n > 0) {
+        w.a = (uint64_t)s[0] | (uint64_t)s[n / 2] << 8 |
+              (uint64_t)s[n - 1] << 16;
+    }
+    return w;
 }
 
 /* A map key that is a short str: served from the cache when it is there. */
 static PyObject *
 cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)n;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h = (h ^ s[i]) * 0x100000001b3ULL;
-    }
-    PyObject **slot = &u->ms->keys[(h ^ (h >> 29)) % CM_MP_KEY_CACHE_SIZE];
+    key_words w = load_key(s, n);
+    uint64_t h = (w.a * 0x9E3779B97F4A7C15ULL) ^
+                 (w.b * 0xC2B2AE3D27D4EB4FULL) ^
+                 (w.c * 0x165667B19E3779F9ULL) ^ (uint64_t)n;
+    h ^= h >> 32;
+    h ^= h >> 15;
+    PyObject **slot = &u->ms->keys[h % CM_MP_KEY_CACHE_SIZE];
     PyObject *k = *slot;
-    if (k != NULL && PyUnicode_GET_LENGTH(k) == n &&
-        short_equal((const unsigned char *)PyUnicode_DATA(k), s, n)) {
-        return Py_NewRef(k);
+    if (k != NULL && PyUnicode_GET_LENGTH(k) == n) {
+        key_words v = load_key((const unsigned char *)PyUnicode_DATA(k), n);
+        if (((v.a ^ w.a) | (v.b ^ w.b) | (v.c ^ w.c)) == 0) {
+            return Py_NewRef(k);
+        }
     }
     if (!is_ascii(s, n)) {
         return make_str(u, s, n);
@@ -709,6 +727,11 @@ PyObject *
 cm_msgpack_unpackb(PyObject *module, PyObject *data)
 {
     cm_state *st = cm_get_state(module);
+    if (PyBytes_CheckExact(data) &&
+        PyBytes_GET_SIZE(data) < CM_MP_GC_PAUSE_SIZE) {
+        return cm_mp_unpack(st, PyBytes_AS_STRING(data),
+                            PyBytes_GET_SIZE(data));
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
