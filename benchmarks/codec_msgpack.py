@@ -24,7 +24,8 @@ from fastapi_cachemate import _native
 __all__ = ["PAYLOADS", "make_payload", "measure", "run"]
 
 TARGETS = {"small": 500, "medium": 10_000, "large": 200_000}
-REPEATS = 40
+REPEATS = 25
+PASSES = 3
 LOOP_SECONDS = 0.002
 
 _CITIES = ["Paris", "Berlin", "Zürich", "Lisbon", "Oslo", "Kraków", "Austin", "Tokyo"]
@@ -112,35 +113,48 @@ def _libraries() -> dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], An
     }
 
 
-def run() -> str:
-    """Measure every library on every payload; return the markdown table."""
+def run(passes: int = PASSES) -> str:
+    """Measure every library on every payload; return the markdown table.
+
+    The whole table is measured `passes` times and the best of each cell is kept: a burst
+    of load from other processes can last longer than one row.
+    """
     libs = _libraries()
     others = [name for name in libs if name != "cachemate"]
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    sizes: dict[str, int] = {}
+    for _ in range(passes):
+        for payload_name, obj in PAYLOADS.items():
+            packed = _native.packb(obj)
+            assert packed == msgpack.packb(obj, use_bin_type=True)
+            assert _native.unpackb(packed) == obj
+            sizes[payload_name] = len(packed)
+            for op in ("packb", "unpackb"):
+                times = measure(
+                    {
+                        name: functools.partial(pack, obj)
+                        if op == "packb"
+                        else functools.partial(unpack, packed)
+                        for name, (pack, unpack) in libs.items()
+                    }
+                )
+                best = rows.setdefault((payload_name, op), times)
+                for name, seconds in times.items():
+                    best[name] = min(best[name], seconds)
     lines = [
         "| payload | op | cachemate µs | "
         + " | ".join(f"{name} µs (ratio)" for name in others)
         + " |",
         "| --- | --- | ---: | " + " | ".join("---:" for _ in others) + " |",
     ]
-    for payload_name, obj in PAYLOADS.items():
-        packed = _native.packb(obj)
-        assert packed == msgpack.packb(obj, use_bin_type=True)
-        for op in ("packb", "unpackb"):
-            times = measure(
-                {
-                    name: functools.partial(pack, obj)
-                    if op == "packb"
-                    else functools.partial(unpack, packed)
-                    for name, (pack, unpack) in libs.items()
-                }
-            )
-            ours = times["cachemate"]
-            cells = [f"{times[n] * 1e6:.2f} ({times[n] / ours:.2f}x)" for n in others]
-            lines.append(
-                f"| {payload_name} ({len(packed) / 1000:.1f} KB) | {op} | {ours * 1e6:.2f} | "
-                + " | ".join(cells)
-                + " |"
-            )
+    for (payload_name, op), times in rows.items():
+        ours = times["cachemate"]
+        cells = [f"{times[n] * 1e6:.2f} ({times[n] / ours:.2f}x)" for n in others]
+        lines.append(
+            f"| {payload_name} ({sizes[payload_name] / 1000:.1f} KB) | {op} | {ours * 1e6:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 

@@ -16,7 +16,9 @@
 /* unpackb pauses the cyclic GC while it decodes inputs this large. */
 #define CM_MP_GC_PAUSE_SIZE ((Py_ssize_t)64 * 1024)
 
-/* packb starts its buffer at the previous output's size, up to this. */
+/* packb writes its first bytes into a buffer of this size on the C stack. */
+#define CM_MP_PACK_STACK 2048
+/* A larger output starts at the previous large output's size, up to this. */
 #define CM_MP_PACK_HINT_MAX ((Py_ssize_t)4 * 1024 * 1024)
 
 /* Extension type codes (see csrc/msgpack.c). */
@@ -47,7 +49,7 @@ typedef struct {
     PyObject *str_bytes;
     PyObject *str_int;
     PyObject *keys[CM_MP_KEY_CACHE_SIZE]; /* str or NULL */
-    Py_ssize_t pack_hint; /* size of the last packb output, capped */
+    Py_ssize_t pack_hint; /* size of the last large packb output, capped */
 } cm_msgpack_state;
 
 /* Append the MessagePack encoding of obj to b. -1 with an exception set. */

@@ -21,17 +21,52 @@ typedef struct {
     cm_msgpack_state *ms;
     cm_buf *b;
     int depth;
+    /* packb starts in a buffer on the C stack (b->bytes is NULL and b->data
+     * points at it); the first write that does not fit moves the bytes to a
+     * bytes object of at least grow_hint bytes. */
+    char *stack;
+    Py_ssize_t grow_hint;
 } packer;
 
 static int pack_obj(packer *pk, PyObject *o);
 
 /* ---- raw writers: reserve, then store ---- */
 
+static int
+grow(packer *pk, Py_ssize_t n)
+{
+    cm_buf *b = pk->b;
+    if (pk->stack == NULL) {
+        return cm_buf_grow(b, n);
+    }
+    Py_ssize_t cap = b->cap * 2;
+    if (cap < pk->grow_hint) {
+        cap = pk->grow_hint;
+    }
+    if (n > PY_SSIZE_T_MAX / 2 - b->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (cap < b->len + n) {
+        cap = b->len + n;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, cap);
+    if (bytes == NULL) {
+        return -1;
+    }
+    memcpy(PyBytes_AS_STRING(bytes), pk->stack, (size_t)b->len);
+    b->bytes = bytes;
+    b->data = PyBytes_AS_STRING(bytes);
+    b->cap = cap;
+    pk->stack = NULL;
+    return 0;
+}
+
 static inline char *
 reserve(packer *pk, Py_ssize_t n)
 {
     cm_buf *b = pk->b;
-    if (CM_UNLIKELY(b->cap - b->len < n) && cm_buf_grow(b, n) < 0) {
+    if (CM_UNLIKELY(b->cap - b->len < n) && grow(pk, n) < 0) {
         return NULL;
     }
     return b->data + b->len;
@@ -932,7 +967,7 @@ pack_obj(packer *pk, PyObject *o)
 int
 cm_mp_pack(cm_state *st, cm_buf *b, PyObject *obj)
 {
-    packer pk = {st, &st->msgpack, b, 0};
+    packer pk = {st, &st->msgpack, b, 0, NULL, 0};
     return pack_obj(&pk, obj);
 }
 
@@ -941,17 +976,22 @@ cm_msgpack_packb(PyObject *module, PyObject *obj)
 {
     cm_state *st = cm_get_state(module);
     cm_msgpack_state *ms = &st->msgpack;
-    cm_buf b;
-    /* Start at the size of the previous output (plus an eighth): an app packs
-     * payloads of similar sizes, so most calls never grow the buffer. */
-    Py_ssize_t hint = ms->pack_hint + ms->pack_hint / 8;
-    if (cm_buf_init(&b, hint < 256 ? 256 : hint) < 0) {
-        return NULL;
-    }
-    if (cm_mp_pack(st, &b, obj) < 0) {
+    char stack[CM_MP_PACK_STACK];
+    cm_buf b = {NULL, stack, 0, (Py_ssize_t)sizeof stack};
+    /* Small outputs are made in one allocation of their exact size. A larger
+     * one grows into a bytes object that starts at the previous large
+     * output's size plus an eighth: an app packs payloads of similar sizes,
+     * so most calls never grow it again. */
+    packer pk = {st, ms, &b, 0, stack, ms->pack_hint + ms->pack_hint / 8};
+    PyObject *out = NULL;
+    if (pack_obj(&pk, obj) < 0) {
         cm_buf_free(&b);
         return NULL;
     }
+    if (pk.stack != NULL) {
+        return PyBytes_FromStringAndSize(stack, b.len);
+    }
     ms->pack_hint = b.len < CM_MP_PACK_HINT_MAX ? b.len : CM_MP_PACK_HINT_MAX;
-    return cm_buf_finish(&b);
+    out = cm_buf_finish(&b);
+    return out;
 }
