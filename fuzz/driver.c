@@ -44,8 +44,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
         }
     }
     if (name == NULL || *name == '\0') {
-        fprintf(stderr, "fuzz driver: name a target with --target=NAME or "
-                        "CM_FUZZ_TARGET (see fuzz/targets.py)\n");
+        fprintf(stderr,
+                "fuzz driver: name a target with --target=NAME or "
+                "CM_FUZZ_TARGET (see fuzz/targets.py)\n");
         exit(2);
     }
     Py_InitializeEx(0);
@@ -69,8 +70,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     Py_DECREF(loaded);
     const char *seeds = getenv("CM_FUZZ_SEEDS");
     if (seeds != NULL && *seeds != '\0') {
-        PyObject *r = PyObject_CallMethod(targets, "write_seeds", "ss", name,
-                                          seeds);
+        PyObject *r =
+            PyObject_CallMethod(targets, "write_seeds", "ss", name, seeds);
         if (r == NULL) {
             fail("targets.write_seeds() failed");
         }
@@ -84,8 +85,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    PyObject *arg = PyBytes_FromStringAndSize((const char *)data,
-                                              (Py_ssize_t)size);
+    PyObject *arg =
+        PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)size);
     if (arg == NULL) {
         fail("out of memory");
     }

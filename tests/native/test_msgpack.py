@@ -585,3 +585,40 @@ def test_errors_inside_conversions_propagate(kernels: ModuleType) -> None:
 
     with pytest.raises(KeyError, match="boom"):
         kernels.packb({"a": [Boom()]})
+
+
+# ---- the C buffers: stack start, growth, size hints, the GC pause -----------------------
+
+
+def test_outputs_around_the_stack_buffer_size(kernels: ModuleType) -> None:
+    for n in range(2030, 2060):
+        for obj in (b"x" * n, "y" * n, ["z" * (n - 40), 1, 2.5]):
+            assert kernels.packb(obj) == reference(obj)
+
+
+def test_sizes_varying_between_calls(kernels: ModuleType) -> None:
+    sizes = [10, 100_000, 5, 3_000, 250_000, 2_000, 1_000_000, 1, 70_000]
+    for n in sizes + sizes[::-1]:
+        obj = {"data": "a" * n, "list": list(range(n // 1000))}
+        assert kernels.packb(obj) == reference(obj)
+
+
+def test_large_input_keeps_the_gc_state() -> None:
+    import gc
+
+    from fastapi_cachemate import _native
+
+    big = _native.packb([{"k": i, "v": [i]} for i in range(20_000)])
+    assert len(big) > 64 * 1024
+    assert gc.isenabled()
+    assert len(_native.unpackb(big)) == 20_000
+    assert gc.isenabled()
+    with pytest.raises(_native.MalformedError):
+        _native.unpackb(big[:-1])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert len(_native.unpackb(bytearray(big))) == 20_000
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
