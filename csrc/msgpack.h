@@ -13,6 +13,8 @@
 /* unpackb refuses inputs larger than this (256 MiB). */
 #define CM_MP_MAX_INPUT ((Py_ssize_t)256 * 1024 * 1024)
 
+/* Arrays longer than this are not allocated at their full count up front. */
+#define CM_MP_LIST_PRESIZE_MAX ((uint64_t)65536)
 /* unpackb pauses the cyclic GC while it decodes inputs this large. */
 #define CM_MP_GC_PAUSE_SIZE ((Py_ssize_t)64 * 1024)
 

@@ -434,7 +434,10 @@ unpack_array(unpacker *u, uint64_t n)
     if (enter(u) < 0) {
         return NULL;
     }
-    PyObject *list = PyList_New((Py_ssize_t)n);
+    /* A long array is allocated as it fills: a count that the bytes left
+     * allow but that is never delivered costs no more than the input. */
+    int presized = n <= CM_MP_LIST_PRESIZE_MAX;
+    PyObject *list = PyList_New(presized ? (Py_ssize_t)n : 0);
     if (list != NULL) {
         for (Py_ssize_t i = 0; i < (Py_ssize_t)n; i++) {
             PyObject *item = unpack_obj(u);
@@ -442,7 +445,17 @@ unpack_array(unpacker *u, uint64_t n)
                 Py_CLEAR(list);
                 break;
             }
-            PyList_SET_ITEM(list, i, item);
+            if (presized) {
+                PyList_SET_ITEM(list, i, item);
+            }
+            else {
+                int rc = PyList_Append(list, item);
+                Py_DECREF(item);
+                if (rc < 0) {
+                    Py_CLEAR(list);
+                    break;
+                }
+            }
         }
     }
     leave(u);
@@ -487,6 +500,7 @@ unpack_map(unpacker *u, uint64_t n)
     if (enter(u) < 0) {
         return NULL;
     }
+    /* CPython caps the presize (128 Ki slots): a lying count costs little */
     PyObject *dict = _PyDict_NewPresized((Py_ssize_t)n);
     if (dict != NULL) {
         for (uint64_t i = 0; i < n; i++) {

@@ -97,6 +97,7 @@ CONTAINERS: list[object] = [
     [1] * 16,
     [None] * 65535,
     [None] * 65536,
+    [0] * 65537,
     {},
     {"a": 1},
     {str(i): i for i in range(15)},

@@ -226,3 +226,10 @@ def test_mutated_encodings_agree_with_the_twin(valid: bytes, data: st.DataObject
                 )
             )
     assert outcome(_native, bytes(buf)) == outcome(_pure, bytes(buf))
+
+
+def test_lying_array_count_in_a_large_input(kernels: ModuleType) -> None:
+    # the count fits the bytes left, the elements are not there: no huge allocation first
+    data = b"\xdd" + (3_000_000).to_bytes(4, "big") + b"\x01" * 10 + b"\xc1" + bytes(3_000_000)
+    with pytest.raises(kernels.MalformedError, match="0xc1 at offset 15"):
+        kernels.unpackb(data)
