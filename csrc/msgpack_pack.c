@@ -505,7 +505,7 @@ pack_dict(packer *pk, PyObject *o)
     }
     int rc = -1;
     Py_ssize_t pos = 0, count = 0;
-    PyObject *k, *v;
+    PyObject *k = NULL, *v = NULL;
     while (PyDict_Next(o, &pos, &k, &v)) {
         if (++count > n) {
             goto changed;
