@@ -296,9 +296,11 @@ def unpackb(data: Buffer, /) -> Any:
     view = memoryview(data)
     if not view.contiguous:
         raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    if view.nbytes > MAX_INPUT:
+        raise MalformedError(
+            f"input of {view.nbytes} bytes is larger than the {MAX_INPUT} byte limit"
+        )
     buf = view.tobytes()
-    if len(buf) > MAX_INPUT:
-        raise MalformedError(f"input of {len(buf)} bytes is larger than the {MAX_INPUT} byte limit")
     if not buf:
         raise MalformedError("empty input")
     reader = _Reader(buf)
