@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -182,6 +182,7 @@ def as_lists(obj: Any) -> Any:
     return obj
 
 
+@settings(deadline=None)
 @given(core_values)
 def test_random_values_match_msgpack_python(obj: object) -> None:
     from fastapi_cachemate import _native, _pure
@@ -202,6 +203,7 @@ aware_datetimes = st.datetimes(
 )
 
 
+@settings(deadline=None)
 @given(aware_datetimes)
 def test_aware_datetimes_are_msgpack_timestamps(value: dt.datetime) -> None:
     from fastapi_cachemate import _native, _pure
@@ -315,6 +317,7 @@ def test_extensions_nested_and_as_keys(kernels: ModuleType) -> None:
     assert kernels.unpackb(kernels.packb(obj)) == obj
 
 
+@settings(deadline=None)
 @given(
     st.dates()
     | st.times()

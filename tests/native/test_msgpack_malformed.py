@@ -195,13 +195,13 @@ def test_input_size_limit(kernels: ModuleType) -> None:
     del big
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=64))
 def test_random_bytes_agree_with_the_twin(data: bytes) -> None:
     assert outcome(_native, data) == outcome(_pure, data)
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.sampled_from(VALID), st.data())
 def test_mutated_encodings_agree_with_the_twin(valid: bytes, data: st.DataObject) -> None:
     buf = bytearray(valid)
