@@ -95,9 +95,39 @@ cm_msgpack_exec(PyObject *module, cm_state *st)
     if (ms->datetime_mod == NULL) {
         goto done;
     }
-    ms->dt_capi = PyCapsule_Import("datetime.datetime_CAPI", 0);
-    if (ms->dt_capi == NULL) {
+    static const struct {
+        size_t offset;
+        const char *name;
+    } dt_classes[] = {
+        {offsetof(cm_msgpack_state, dt_datetime), "datetime"},
+        {offsetof(cm_msgpack_state, dt_date), "date"},
+        {offsetof(cm_msgpack_state, dt_time), "time"},
+        {offsetof(cm_msgpack_state, dt_timedelta), "timedelta"},
+        {offsetof(cm_msgpack_state, dt_timezone), "timezone"},
+    };
+    for (size_t i = 0; i < sizeof dt_classes / sizeof dt_classes[0]; i++) {
+        PyObject **slot = (PyObject **)((char *)ms + dt_classes[i].offset);
+        *slot = PyObject_GetAttrString(ms->datetime_mod, dt_classes[i].name);
+        if (*slot == NULL) {
+            goto done;
+        }
+        if (!PyType_Check(*slot)) {
+            PyErr_Format(PyExc_TypeError, "datetime.%s is not a class",
+                         dt_classes[i].name);
+            goto done;
+        }
+    }
+    ms->dt_utc = PyObject_GetAttrString(ms->dt_timezone, "utc");
+    if (ms->dt_utc == NULL) {
         goto done;
+    }
+    /* The C API whenever the datetime module is the C one: always, but in an
+     * isolated subinterpreter of Python 3.12, where _datetime cannot load. */
+    if (PyObject_HasAttrString(ms->datetime_mod, "datetime_CAPI")) {
+        ms->dt_capi = PyCapsule_Import("datetime.datetime_CAPI", 0);
+        if (ms->dt_capi == NULL) {
+            goto done;
+        }
     }
     enum_mod = PyImport_ImportModule("enum");
     if (enum_mod == NULL) {
@@ -172,6 +202,12 @@ cm_msgpack_traverse(cm_state *st, visitproc visit, void *arg)
 {
     cm_msgpack_state *ms = &st->msgpack;
     Py_VISIT(ms->datetime_mod);
+    Py_VISIT(ms->dt_datetime);
+    Py_VISIT(ms->dt_date);
+    Py_VISIT(ms->dt_time);
+    Py_VISIT(ms->dt_timedelta);
+    Py_VISIT(ms->dt_timezone);
+    Py_VISIT(ms->dt_utc);
     Py_VISIT(ms->Enum);
     Py_VISIT(ms->UUID);
     Py_VISIT(ms->Decimal);
@@ -186,6 +222,12 @@ cm_msgpack_clear(cm_state *st)
     cm_msgpack_state *ms = &st->msgpack;
     ms->dt_capi = NULL;
     Py_CLEAR(ms->datetime_mod);
+    Py_CLEAR(ms->dt_datetime);
+    Py_CLEAR(ms->dt_date);
+    Py_CLEAR(ms->dt_time);
+    Py_CLEAR(ms->dt_timedelta);
+    Py_CLEAR(ms->dt_timezone);
+    Py_CLEAR(ms->dt_utc);
     Py_CLEAR(ms->Enum);
     Py_CLEAR(ms->UUID);
     Py_CLEAR(ms->Decimal);

@@ -36,14 +36,23 @@
 #define CM_MP_KEY_CACHE_MAXLEN 24
 
 typedef struct {
-    void *dt_capi;          /* PyDateTime_CAPI * (capsule data) */
+    /* PyDateTime_CAPI * (capsule data), or NULL when the datetime module is
+     * the pure-Python one (an isolated subinterpreter of Python 3.12): then
+     * fields are read and objects made through the classes below. */
+    void *dt_capi;
     PyObject *datetime_mod; /* keeps the capsule's module alive */
-    PyObject *Enum;         /* enum.Enum */
-    PyObject *UUID;         /* uuid.UUID, looked up when first needed */
-    PyObject *Decimal;      /* decimal.Decimal, looked up when first needed */
-    PyObject *BaseModel;    /* pydantic.BaseModel once pydantic is loaded */
-    PyObject *dc_fields;    /* dataclasses.fields */
-    PyObject *str_value;    /* interned attribute names */
+    PyObject *dt_datetime;  /* datetime.datetime, .date, .time, ... */
+    PyObject *dt_date;
+    PyObject *dt_time;
+    PyObject *dt_timedelta;
+    PyObject *dt_timezone;
+    PyObject *dt_utc;    /* datetime.timezone.utc */
+    PyObject *Enum;      /* enum.Enum */
+    PyObject *UUID;      /* uuid.UUID, looked up when first needed */
+    PyObject *Decimal;   /* decimal.Decimal, looked up when first needed */
+    PyObject *BaseModel; /* pydantic.BaseModel once pydantic is loaded */
+    PyObject *dc_fields; /* dataclasses.fields */
+    PyObject *str_value; /* interned attribute names */
     PyObject *str_utcoffset;
     PyObject *str_model_dump;
     PyObject *str_dc_fields; /* "__dataclass_fields__" */

@@ -593,35 +593,131 @@ store_be24(char *p, uint32_t v)
     p[2] = (char)v;
 }
 
+/* The fields of a date, datetime or time. With the datetime C API (the C
+ * implementation of the datetime module) they are read from the object's
+ * struct; without it (the pure-Python datetime that an isolated
+ * subinterpreter of Python 3.12 gets) from its attributes. */
+enum { DT_DATE = 1, DT_TIME = 2 };
+
+typedef struct {
+    int v[7];         /* year, month, day, hour, minute, second, microsecond */
+    PyObject *tzinfo; /* new reference, or NULL for a date */
+} dt_parts;
+
+static int
+get_parts(packer *pk, PyObject *o, int what, dt_parts *d)
+{
+    static const char *const names[7] = {
+        "year", "month", "day", "hour", "minute", "second", "microsecond"};
+    memset(d, 0, sizeof *d);
+    if (pk->ms->dt_capi != NULL) {
+        if (what & DT_DATE) {
+            d->v[0] = PyDateTime_GET_YEAR(o);
+            d->v[1] = PyDateTime_GET_MONTH(o);
+            d->v[2] = PyDateTime_GET_DAY(o);
+        }
+        if (what == (DT_DATE | DT_TIME)) {
+            d->v[3] = PyDateTime_DATE_GET_HOUR(o);
+            d->v[4] = PyDateTime_DATE_GET_MINUTE(o);
+            d->v[5] = PyDateTime_DATE_GET_SECOND(o);
+            d->v[6] = PyDateTime_DATE_GET_MICROSECOND(o);
+            d->tzinfo = Py_NewRef(PyDateTime_DATE_GET_TZINFO(o));
+        }
+        else if (what == DT_TIME) {
+            d->v[3] = PyDateTime_TIME_GET_HOUR(o);
+            d->v[4] = PyDateTime_TIME_GET_MINUTE(o);
+            d->v[5] = PyDateTime_TIME_GET_SECOND(o);
+            d->v[6] = PyDateTime_TIME_GET_MICROSECOND(o);
+            d->tzinfo = Py_NewRef(PyDateTime_TIME_GET_TZINFO(o));
+        }
+        return 0;
+    }
+    for (int i = 0; i < 7; i++) {
+        if (!(what & (i < 3 ? DT_DATE : DT_TIME))) {
+            continue;
+        }
+        PyObject *attr = PyObject_GetAttrString(o, names[i]);
+        if (attr == NULL) {
+            goto error;
+        }
+        long v = PyLong_AsLong(attr);
+        Py_DECREF(attr);
+        if (v == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (v < 0 || v > 999999) {
+            PyErr_Format(PyExc_ValueError, "%s out of range", names[i]);
+            goto error;
+        }
+        d->v[i] = (int)v;
+    }
+    if (what & DT_TIME) {
+        d->tzinfo = PyObject_GetAttrString(o, "tzinfo");
+        if (d->tzinfo == NULL) {
+            goto error;
+        }
+    }
+    return 0;
+error:
+    Py_CLEAR(d->tzinfo);
+    return -1;
+}
+
 /* utcoffset() of a datetime or time as whole microseconds; *is_none set
  * when it returns None. */
 static int
 utcoffset_us(packer *pk, PyObject *o, int64_t *out, int *is_none)
 {
-    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)pk->ms->dt_capi;
-    PyObject *off = PyObject_CallMethodNoArgs(o, pk->ms->str_utcoffset);
+    cm_msgpack_state *ms = pk->ms;
+    PyObject *off = PyObject_CallMethodNoArgs(o, ms->str_utcoffset);
     if (off == NULL) {
         return -1;
     }
     *is_none = off == Py_None;
-    if (!*is_none) {
-        if (!PyObject_TypeCheck(off, dt->DeltaType)) {
-            Py_DECREF(off);
-            PyErr_SetString(PyExc_TypeError,
-                            "utcoffset() must return a timedelta or None");
-            return -1;
-        }
+    int rc = 0;
+    if (*is_none) {
+        /* nothing to read */
+    }
+    else if (!PyObject_TypeCheck(off, (PyTypeObject *)ms->dt_timedelta)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "utcoffset() must return a timedelta or None");
+        rc = -1;
+    }
+    else if (ms->dt_capi != NULL) {
         *out = ((int64_t)PyDateTime_DELTA_GET_DAYS(off) * 86400 +
                 PyDateTime_DELTA_GET_SECONDS(off)) *
                    1000000 +
                PyDateTime_DELTA_GET_MICROSECONDS(off);
     }
+    else {
+        static const char *const names[3] = {"days", "seconds",
+                                             "microseconds"};
+        long long v[3] = {0, 0, 0};
+        for (int i = 0; i < 3 && rc == 0; i++) {
+            PyObject *attr = PyObject_GetAttrString(off, names[i]);
+            if (attr == NULL) {
+                rc = -1;
+                break;
+            }
+            v[i] = PyLong_AsLongLong(attr);
+            Py_DECREF(attr);
+            if (v[i] == -1 && PyErr_Occurred()) {
+                rc = -1;
+            }
+        }
+        /* a timedelta: |days| <= 999999999, 0 <= seconds < 86400 */
+        if (rc == 0 && (v[0] < -999999999 || v[0] > 999999999)) {
+            PyErr_SetString(PyExc_ValueError, "utcoffset() out of range");
+            rc = -1;
+        }
+        *out = (v[0] * 86400 + v[1]) * 1000000 + v[2];
+    }
     Py_DECREF(off);
-    return 0;
+    return rc;
 }
 
 static int
-pack_aware_datetime(packer *pk, PyObject *o)
+pack_aware_datetime(packer *pk, PyObject *o, const dt_parts *d)
 {
     int64_t off = 0;
     int is_none = 0;
@@ -635,12 +731,10 @@ pack_aware_datetime(packer *pk, PyObject *o)
         return -1;
     }
     int64_t days =
-        days_from_civil(PyDateTime_GET_YEAR(o), PyDateTime_GET_MONTH(o),
-                        PyDateTime_GET_DAY(o));
-    int64_t secs = days * 86400 + PyDateTime_DATE_GET_HOUR(o) * 3600 +
-                   PyDateTime_DATE_GET_MINUTE(o) * 60 +
-                   PyDateTime_DATE_GET_SECOND(o);
-    int64_t us = secs * 1000000 + PyDateTime_DATE_GET_MICROSECOND(o) - off;
+        days_from_civil(d->v[0], (unsigned)d->v[1], (unsigned)d->v[2]);
+    int64_t secs =
+        days * 86400 + d->v[3] * 3600 + d->v[4] * 60 + (int64_t)d->v[5];
+    int64_t us = secs * 1000000 + d->v[6] - off;
     int64_t s = us / 1000000;
     int64_t rem = us % 1000000;
     if (rem < 0) {
@@ -664,38 +758,58 @@ pack_aware_datetime(packer *pk, PyObject *o)
 }
 
 static int
-pack_naive_datetime(packer *pk, PyObject *o)
+pack_datetime(packer *pk, PyObject *o)
 {
-    char buf[10];
-    cm_store_be16(buf, (uint16_t)PyDateTime_GET_YEAR(o));
-    buf[2] = (char)PyDateTime_GET_MONTH(o);
-    buf[3] = (char)PyDateTime_GET_DAY(o);
-    buf[4] = (char)PyDateTime_DATE_GET_HOUR(o);
-    buf[5] = (char)PyDateTime_DATE_GET_MINUTE(o);
-    buf[6] = (char)PyDateTime_DATE_GET_SECOND(o);
-    store_be24(buf + 7, (uint32_t)PyDateTime_DATE_GET_MICROSECOND(o));
-    return put_ext(pk, CM_MP_EXT_DATETIME, buf, 10);
+    dt_parts d;
+    if (get_parts(pk, o, DT_DATE | DT_TIME, &d) < 0) {
+        return -1;
+    }
+    int rc;
+    if (d.tzinfo != Py_None) {
+        rc = pack_aware_datetime(pk, o, &d);
+    }
+    else {
+        char buf[10];
+        cm_store_be16(buf, (uint16_t)d.v[0]);
+        for (int i = 1; i < 6; i++) {
+            buf[i + 1] = (char)d.v[i];
+        }
+        store_be24(buf + 7, (uint32_t)d.v[6]);
+        rc = put_ext(pk, CM_MP_EXT_DATETIME, buf, 10);
+    }
+    Py_DECREF(d.tzinfo);
+    return rc;
 }
 
 static int
 pack_date(packer *pk, PyObject *o)
 {
+    dt_parts d;
+    if (get_parts(pk, o, DT_DATE, &d) < 0) {
+        return -1;
+    }
     char buf[4];
-    cm_store_be16(buf, (uint16_t)PyDateTime_GET_YEAR(o));
-    buf[2] = (char)PyDateTime_GET_MONTH(o);
-    buf[3] = (char)PyDateTime_GET_DAY(o);
+    cm_store_be16(buf, (uint16_t)d.v[0]);
+    buf[2] = (char)d.v[1];
+    buf[3] = (char)d.v[2];
     return put_ext(pk, CM_MP_EXT_DATE, buf, 4);
 }
 
 static int
 pack_time(packer *pk, PyObject *o)
 {
+    dt_parts d;
+    if (get_parts(pk, o, DT_TIME, &d) < 0) {
+        return -1;
+    }
     char buf[10];
-    buf[0] = (char)PyDateTime_TIME_GET_HOUR(o);
-    buf[1] = (char)PyDateTime_TIME_GET_MINUTE(o);
-    buf[2] = (char)PyDateTime_TIME_GET_SECOND(o);
-    store_be24(buf + 3, (uint32_t)PyDateTime_TIME_GET_MICROSECOND(o));
-    if (PyDateTime_TIME_GET_TZINFO(o) == Py_None) {
+    buf[0] = (char)d.v[3];
+    buf[1] = (char)d.v[4];
+    buf[2] = (char)d.v[5];
+    store_be24(buf + 3, (uint32_t)d.v[6]);
+    int naive = d.tzinfo == Py_None;
+    Py_DECREF(d.tzinfo);
+    if (naive) {
         return put_ext(pk, CM_MP_EXT_TIME, buf, 6);
     }
     int64_t off = 0;
@@ -852,7 +966,6 @@ static int
 pack_slow(packer *pk, PyObject *o)
 {
     cm_msgpack_state *ms = pk->ms;
-    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
 
     if (PyBool_Check(o)) {
         return put_byte(pk, o == Py_True ? 0xc3 : 0xc2);
@@ -881,16 +994,13 @@ pack_slow(packer *pk, PyObject *o)
     if (PyDict_Check(o)) {
         return pack_mapping_items(pk, o);
     }
-    if (PyObject_TypeCheck(o, dt->DateTimeType)) {
-        if (PyDateTime_DATE_GET_TZINFO(o) != Py_None) {
-            return pack_aware_datetime(pk, o);
-        }
-        return pack_naive_datetime(pk, o);
+    if (is_instance(o, ms->dt_datetime)) {
+        return pack_datetime(pk, o);
     }
-    if (PyObject_TypeCheck(o, dt->DateType)) {
+    if (is_instance(o, ms->dt_date)) {
         return pack_date(pk, o);
     }
-    if (PyObject_TypeCheck(o, dt->TimeType)) {
+    if (is_instance(o, ms->dt_time)) {
         return pack_time(pk, o);
     }
     if (is_instance(o, ms->Enum)) {

@@ -247,10 +247,70 @@ civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
     *y = yy + (*m <= 2);
 }
 
+/* datetime objects: through the C API when there is one, else by calling
+ * the classes (see cm_msgpack_state.dt_capi). */
+static PyObject *
+new_datetime(cm_msgpack_state *ms, int y, int mo, int d, int h, int mi, int s,
+             int us, PyObject *tz)
+{
+    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
+    if (dt != NULL) {
+        return dt->DateTime_FromDateAndTime(y, mo, d, h, mi, s, us, tz,
+                                            dt->DateTimeType);
+    }
+    return PyObject_CallFunction(ms->dt_datetime, "iiiiiiiO", y, mo, d, h, mi,
+                                 s, us, tz);
+}
+
+static PyObject *
+new_date(cm_msgpack_state *ms, int y, int mo, int d)
+{
+    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
+    if (dt != NULL) {
+        return dt->Date_FromDate(y, mo, d, dt->DateType);
+    }
+    return PyObject_CallFunction(ms->dt_date, "iii", y, mo, d);
+}
+
+static PyObject *
+new_time(cm_msgpack_state *ms, int h, int mi, int s, int us, PyObject *tz)
+{
+    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
+    if (dt != NULL) {
+        return dt->Time_FromTime(h, mi, s, us, tz, dt->TimeType);
+    }
+    return PyObject_CallFunction(ms->dt_time, "iiiiO", h, mi, s, us, tz);
+}
+
+/* timezone(timedelta(seconds=offset)); ValueError beyond a day */
+static PyObject *
+new_timezone(cm_msgpack_state *ms, int32_t offset)
+{
+    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
+    PyObject *delta = NULL;
+    PyObject *tz = NULL;
+    if (offset == 0) {
+        return Py_NewRef(ms->dt_utc);
+    }
+    if (dt != NULL) {
+        delta = dt->Delta_FromDelta(0, offset, 0, 1, dt->DeltaType);
+        if (delta != NULL) {
+            tz = dt->TimeZone_FromTimeZone(delta, NULL);
+        }
+    }
+    else {
+        delta = PyObject_CallFunction(ms->dt_timedelta, "ii", 0, (int)offset);
+        if (delta != NULL) {
+            tz = PyObject_CallOneArg(ms->dt_timezone, delta);
+        }
+    }
+    Py_XDECREF(delta);
+    return tz;
+}
+
 static PyObject *
 ext_timestamp(unpacker *u, const unsigned char *s, Py_ssize_t n)
 {
-    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)u->ms->dt_capi;
     int64_t secs;
     uint32_t ns;
     if (n == 4) {
@@ -284,16 +344,19 @@ ext_timestamp(unpacker *u, const unsigned char *s, Py_ssize_t n)
     int64_t y;
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);
-    return dt->DateTime_FromDateAndTime(
-        (int)y, (int)m, (int)d, (int)(sod / 3600), (int)(sod / 60 % 60),
-        (int)(sod % 60), (int)(ns / 1000), dt->TimeZone_UTC, dt->DateTimeType);
+    PyObject *o = new_datetime(
+        u->ms, (int)y, (int)m, (int)d, (int)(sod / 3600), (int)(sod / 60 % 60),
+        (int)(sod % 60), (int)(ns / 1000), u->ms->dt_utc);
+    if (o == NULL) {
+        return malformed_from(u, "invalid timestamp extension");
+    }
+    return o;
 }
 
 static PyObject *
 ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
 {
     cm_msgpack_state *ms = u->ms;
-    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
     PyObject *o = NULL;
     const char *what = "invalid extension";
     switch (type) {
@@ -303,17 +366,16 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
             return malformed(u, "date extension of a wrong size");
         }
         what = "invalid date extension";
-        o = dt->Date_FromDate(load16(s), s[2], s[3], dt->DateType);
+        o = new_date(ms, load16(s), s[2], s[3]);
         break;
     case CM_MP_EXT_DATETIME:
         if (n != 10) {
             return malformed(u, "datetime extension of a wrong size");
         }
         what = "invalid datetime extension";
-        o = dt->DateTime_FromDateAndTime(
-            load16(s), s[2], s[3], s[4], s[5], s[6],
-            (int)((uint32_t)s[7] << 16 | (uint32_t)s[8] << 8 | s[9]), Py_None,
-            dt->DateTimeType);
+        o = new_datetime(
+            ms, load16(s), s[2], s[3], s[4], s[5], s[6],
+            (int)((uint32_t)s[7] << 16 | (uint32_t)s[8] << 8 | s[9]), Py_None);
         break;
     case CM_MP_EXT_TIME: {
         if (n != 6 && n != 10) {
@@ -322,27 +384,14 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
         what = "invalid time extension";
         PyObject *tz = NULL;
         if (n == 10) {
-            int32_t off = (int32_t)load32(s + 6);
-            if (off == 0) {
-                tz = Py_NewRef(dt->TimeZone_UTC);
-            }
-            else {
-                PyObject *delta =
-                    dt->Delta_FromDelta(0, off, 0, 1, dt->DeltaType);
-                if (delta == NULL) {
-                    return malformed_from(u, what);
-                }
-                tz = dt->TimeZone_FromTimeZone(delta, NULL);
-                Py_DECREF(delta);
-            }
+            tz = new_timezone(ms, (int32_t)load32(s + 6));
             if (tz == NULL) {
                 return malformed_from(u, what);
             }
         }
-        o = dt->Time_FromTime(
-            s[0], s[1], s[2],
-            (int)((uint32_t)s[3] << 16 | (uint32_t)s[4] << 8 | s[5]),
-            tz ? tz : Py_None, dt->TimeType);
+        o = new_time(ms, s[0], s[1], s[2],
+                     (int)((uint32_t)s[3] << 16 | (uint32_t)s[4] << 8 | s[5]),
+                     tz ? tz : Py_None);
         Py_XDECREF(tz);
         break;
     }

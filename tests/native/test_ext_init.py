@@ -92,3 +92,41 @@ def test_import_in_a_subinterpreter() -> None:
         assert out.strip() == "ok"
     else:
         assert out.strip() in {"ok", "no-subinterpreters"}
+
+
+def test_works_with_the_pure_python_datetime_module() -> None:
+    # An isolated subinterpreter of Python 3.12 cannot load _datetime and gets the
+    # pure-Python datetime (no C API capsule): the codec then reads fields and makes
+    # objects through the classes. Same bytes as the twin, same round trips.
+    out = run(
+        """
+        import sys
+        sys.modules["_datetime"] = None
+        import datetime as dt
+        assert not hasattr(dt, "datetime_CAPI")
+        from fastapi_cachemate import _native, _pure
+        UTC = dt.timezone.utc
+        values = [
+            dt.datetime(2024, 1, 1, tzinfo=UTC),
+            dt.datetime(2024, 1, 1, 1, 2, 3, 4, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            dt.datetime(1, 1, 1, tzinfo=UTC), dt.datetime(2600, 1, 1, tzinfo=UTC),
+            dt.date(2024, 1, 2), dt.time(1, 2, 3),
+            dt.time(1, 2, 3, 5, tzinfo=dt.timezone(dt.timedelta(hours=3))),
+            dt.datetime(2020, 1, 1, 5, 6, 7, 8),
+        ]
+        for value in values:
+            packed = _native.packb(value)
+            assert packed == _pure.packb(value), value
+            back = _native.unpackb(packed)
+            assert back == value and type(back) is type(value), (value, back)
+        for bad in (b"\\xd6\\x01\\x07\\xe8\\x0d\\x01", b"\\xd7\\xff" + b"\\xff" * 8):
+            try:
+                _native.unpackb(bad)
+            except _native.MalformedError:
+                pass
+            else:
+                raise AssertionError(bad)
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
