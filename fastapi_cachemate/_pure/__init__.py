@@ -23,6 +23,7 @@ from fastapi_cachemate._pure.entry import (
 )
 from fastapi_cachemate._pure.errors import MalformedError
 from fastapi_cachemate._pure.keys import KeySpec, build_key, key_material
+from fastapi_cachemate._pure.msgpack import packb, unpackb
 from fastapi_cachemate._pure.refresh import (
     REFRESH_TTL_FLOOR,
     refresh_due,
@@ -71,9 +72,11 @@ __all__ = [
     "compress",
     "decompress",
     "key_material",
+    "packb",
     "read_entry",
     "refresh_due",
     "refresh_window",
+    "unpackb",
     "write_entry",
     "xfetch_due",
 ]
