@@ -42,6 +42,7 @@ from typing import Any, Literal, NamedTuple
 
 from starlette.exceptions import HTTPException
 
+from fastapi_cachemate import _log, metrics
 from fastapi_cachemate._breaker import BackendUnavailable, CircuitBreaker
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._lease import Found, NoLease, acquire_or_wait, lock_ttl_ms, try_acquire
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: one record when the backend is lost, one when it is back (per process); DEBUG in between
+_backend_health = _log.BackendHealth(logger)
 
 LOCK_SUFFIX = b":lock"
 
@@ -174,6 +177,7 @@ class Flow:
         "settings",
         "stale_if_error",
         "stale_while_revalidate",
+        "stats",
     )
 
     def __init__(
@@ -186,6 +190,7 @@ class Flow:
         *,
         stale_while_revalidate: float,
         stale_if_error: float,
+        stats: metrics.EndpointStats,
     ) -> None:
         self.runtime = runtime
         self.backend = backend
@@ -194,6 +199,7 @@ class Flow:
         self.key = key
         self.stale_while_revalidate = stale_while_revalidate
         self.stale_if_error = stale_if_error
+        self.stats = stats  # the endpoint's counters (fastapi_cachemate.metrics)
         self.down = False  # a backend call failed in this request: no more backend calls
 
     @property
@@ -219,16 +225,24 @@ class Flow:
             )
         backend = self.backend
         try:
-            return await self.runtime.breaker.call(
+            raw = await self.runtime.breaker.call(
                 lambda: backend.fetch(self.key), self.settings.backend_timeout
             )
         except BackendUnavailable as exc:
             self._failed("fetch", exc)
             raise
+        if _backend_health.down:
+            _backend_health.recovered("fetch", key=self.key, endpoint=self.stats.name)
+        return raw
 
-    async def store(self, blob: bytes, ttl: float) -> bool:
-        """Store the entry for ttl seconds (ttl + grace in the backend); False if not stored."""
+    async def store(self, blob: bytes, ttl: float, raw_size: int) -> bool:
+        """Store the entry for ttl seconds (ttl + grace in the backend); False if not stored.
+
+        Counted: stored (with raw_size, the body's length, and the blob's), or not_stored
+        (error) when the backend is unavailable.
+        """
         if self.down:
+            self.stats.not_stored(metrics.REASON_ERROR)
             return False
         backend = self.backend
         ttl_ms = max(1, int((ttl + self.grace) * 1000 + 0.999))
@@ -238,13 +252,22 @@ class Flow:
             )
         except BackendUnavailable as exc:
             self._failed("store", exc)
+            self.stats.not_stored(metrics.REASON_ERROR)
             return False
+        if _backend_health.down:
+            _backend_health.recovered("store", key=self.key, endpoint=self.stats.name)
+        self.stats.stored(raw_size, len(blob))
         return True
 
-    def _failed(self, what: str, exc: BackendUnavailable) -> None:
+    def _failed(self, operation: str, exc: BackendUnavailable) -> None:
+        """A backend call of this request failed: no more calls in this request."""
         self.down = True
-        # one log record per breaker state change is the breaker's; this is per request
-        logger.debug("cache: backend %s failed for %r: %s", what, self.key, exc)
+        if exc.short_circuited:  # no call was made (breaker open): nothing new to report
+            logger.debug("cache: backend %s skipped for %r: %s", operation, self.key, exc)
+            return
+        self.stats.backend_error()
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        _backend_health.failed(cause, operation, key=self.key, endpoint=self.stats.name)
 
     # --- decoding ---------------------------------------------------------------------------
     def decode(self, raw: bytes | None, fingerprint: bytes) -> Any:
@@ -254,7 +277,9 @@ class Flow:
         entry = kernels.read_entry(raw, self.now(), fingerprint)
         if entry is None:
             logger.warning(
-                "cache: unreadable or foreign entry at %r: a miss, overwritten", self.key
+                "cache: unreadable or foreign entry at %r: a miss, overwritten",
+                self.key,
+                extra=_log.fields(key=self.key, endpoint=self.stats.name, reason="unreadable"),
             )
         return entry
 
@@ -309,6 +334,7 @@ class Flow:
             self.key,
             stale_while_revalidate=self.stale_while_revalidate,
             stale_if_error=self.stale_if_error,
+            stats=self.stats,
         )
         return self.runtime.refreshes.spawn(
             self.key,
@@ -349,6 +375,7 @@ class Flow:
             try:
                 await reenter(app, scope, ticket)
             except Exception as exc:  # the endpoint's own error: reported here, never raised
+                self.stats.refresh_failure()
                 logger.warning(
                     "cache: background refresh of %r failed (the entry is kept): %s: %s",
                     self.key,
@@ -357,7 +384,10 @@ class Flow:
                     exc_info=exc,
                 )
                 return
-            if not ticket.stored:
+            if ticket.stored:
+                self.stats.refresh()
+            else:
+                self.stats.refresh_failure()
                 logger.info(
                     "cache: background refresh of %r stored nothing (status %s)",
                     self.key,
@@ -427,7 +457,7 @@ class Flow:
     ) -> Computed | Shared | _Stale:
         """The single-flight leader: hold the lease and compute, or find the value."""
         if self.down:
-            return await compute()
+            return self._unstored(await compute())
         settings = self.settings
         ttl_ms = lock_ttl_ms(settings.ttl_lock_seconds, compute_s)
         wait = settings.lock_wait_timeout
@@ -449,23 +479,36 @@ class Flow:
             breaker=self.runtime.breaker,
             call_timeout=settings.backend_timeout,
         )
+        if isinstance(got, Found) or (isinstance(got, NoLease) and got.reason == "timeout"):
+            self.stats.lock_wait()  # this request waited for another process's computation
         if isinstance(got, Found):
             entry = got.value
             return Shared(entry.status, tuple(entry.headers), entry.body)
         if isinstance(got, NoLease):
+            if got.reason == "timeout":
+                self.stats.lock_timeout()
             if got.reason == "unavailable":
                 self.down = True
-            elif fallback is not None:
+                return self._unstored(await compute())
+            if fallback is not None:
                 return _STALE  # the holder is slow: serve the stale entry meanwhile
             return await compute()  # never stored: someone else holds the lock
         async with got:
             computed = await compute()
-            if computed.blob is not None and not await self.store(computed.blob, ttl):
+            if computed.blob is not None and not await self.store(
+                computed.blob, ttl, len(computed.rendered.body)
+            ):
                 got.forget()  # the backend is down: the lock expires by itself
+        return computed
+
+    def _unstored(self, computed: Computed) -> Computed:
+        """A storable computation that the unavailable backend cannot take: counted."""
+        if computed.blob is not None:
+            self.stats.not_stored(metrics.REASON_ERROR)
         return computed
 
     async def store_refreshed(self, computed: Computed, ttl: float) -> bool:
         """The background refresh's store (it holds the lease already)."""
         if computed.blob is None or computed.failed:
             return False
-        return await self.store(computed.blob, ttl)
+        return await self.store(computed.blob, ttl, len(computed.rendered.body))

@@ -37,9 +37,11 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 import redis.exceptions
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fastapi_cachemate import _log, metrics
 from fastapi_cachemate._flow import Computed, Flow, Shared
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
@@ -284,6 +286,7 @@ class _Plan(NamedTuple):
     prefix: str
     keyer: RouteKeyer | None  # None: this route cannot be keyed (logged once), not cached
     renderer: RouteRenderer
+    stats: metrics.EndpointStats  # the route's counters (metrics.endpoint_name)
 
 
 class _Slot(NamedTuple):
@@ -293,6 +296,7 @@ class _Slot(NamedTuple):
     settings: BaseCacheSettings
     key: bytes
     fingerprint: bytes
+    stats: metrics.EndpointStats
 
 
 class _Unconfigured:
@@ -348,14 +352,17 @@ class _CachedEndpoint:
         settings = CacheSetup.settings()
         refusal = decide(request, CacheSetup.bypass(), settings)
         if refusal is not None:
-            return await self._uncached(refusal, sub_response, args, kwargs)
+            stats = self._stats(self._plan(request))
+            return await self._uncached(refusal, stats, sub_response, args, kwargs)
         plan = self._plan(request)
         if plan is None or plan.keyer is None:
-            return await self._uncached(CacheStatuses.CACHE_NOT, sub_response, args, kwargs)
+            stats = self._stats(plan)
+            return await self._uncached(CacheStatuses.CACHE_NOT, stats, sub_response, args, kwargs)
         keyed = _key(plan.keyer, request)
         if keyed is None:
-            return await self._uncached(CacheStatuses.CACHE_BYPASS, sub_response, args, kwargs)
-        slot = _Slot(CacheSetup.backend(), settings, *keyed)
+            bypass = CacheStatuses.CACHE_BYPASS
+            return await self._uncached(bypass, plan.stats, sub_response, args, kwargs)
+        slot = _Slot(CacheSetup.backend(), settings, *keyed, plan.stats)
         flow = self._flow(slot)
         ticket = refresh_ticket(request.scope)
         if ticket is not None:  # a background refresh re-entering the app (see _refresh)
@@ -363,10 +370,12 @@ class _CachedEndpoint:
         entry = flow.decode(await flow.fetch(), slot.fingerprint)
         if entry is not None:
             if entry.state == kernels.FRESH:
+                slot.stats.hit()
                 if flow.refresh_due(entry):
                     flow.spawn_refresh(entry, request.scope)
                 return _hit(entry, sub_response, self._ttl)
             if flow.servable_stale(entry):
+                slot.stats.stale()
                 flow.spawn_refresh(entry, request.scope)
                 return _stale(entry, sub_response, _STALE)
         return await self._miss(plan, slot, flow, entry, sub_response, args, kwargs)
@@ -384,6 +393,7 @@ class _CachedEndpoint:
             slot.key,
             stale_while_revalidate=settings.stale_while_revalidate if swr is None else swr,
             stale_if_error=settings.stale_if_error if sie is None else sie,
+            stats=slot.stats,
         )
 
     def _plan(self, request: Request) -> _Plan | None:
@@ -395,9 +405,14 @@ class _CachedEndpoint:
         prefix = CacheSetup.prefix()
         plan = self._plans.get(id(route))
         if plan is None or plan.route is not route or plan.prefix != prefix:
-            plan = _Plan(route, prefix, self._keyer(route, prefix), RouteRenderer(route))
+            stats = metrics.endpoint(metrics.endpoint_name(route))
+            plan = _Plan(route, prefix, self._keyer(route, prefix), RouteRenderer(route), stats)
             self._plans[id(route)] = plan
         return plan
+
+    def _stats(self, plan: _Plan | None) -> metrics.EndpointStats:
+        """The plan's counters, or (a request without an APIRoute) the endpoint's name's."""
+        return plan.stats if plan is not None else metrics.endpoint(self._name)
 
     def _keyer(self, route: Any, prefix: str) -> RouteKeyer | None:
         try:
@@ -415,10 +430,15 @@ class _CachedEndpoint:
     async def _uncached(
         self,
         status: CacheStatuses,
+        stats: metrics.EndpointStats,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        if status is CacheStatuses.CACHE_BYPASS:
+            stats.bypass()
+        else:
+            stats.no_cache()
         result = await self.call(args, kwargs)
         value = _STATUS_VALUES[status]
         if not isinstance(result, Response):
@@ -440,6 +460,7 @@ class _CachedEndpoint:
         kwargs: dict[str, Any],
     ) -> Any:
         """One computation for all concurrent requests of the key (``Flow.miss``)."""
+        slot.stats.miss()
         outcome = await flow.miss(
             self._computation(plan, slot, flow, sub_response, args, kwargs),
             self._ttl,
@@ -494,16 +515,28 @@ class _CachedEndpoint:
         # they run on every request, so they are not part of the entry.
         dependency_headers = list(sub_response.raw_headers)
         ttl = self._ttl
+        stats = slot.stats
 
         async def compute() -> Computed:
-            result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
-            if rendered is None:
+            try:
+                result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
+            except Exception as exc:  # the endpoint's own error: it propagates, nothing stored
+                stats.not_stored(_raised_reason(exc))
+                raise
+            if rendered is None:  # streaming or file: passed through, never stored
+                stats.not_stored(metrics.REASON_STREAMING)
                 return Computed(result, None, None, None, failed=False)
             stored_headers = without_headers(rendered.raw_headers, dependency_headers)
             status = rendered.status_code
             reason = unstorable_reason(status, stored_headers)
             if reason is not None:
-                logger.debug("cache: response for %r not stored (%s)", slot.key, reason)
+                stats.not_stored(metrics.reason_index(reason))
+                logger.debug(
+                    "cache: response for %r not stored (%s)",
+                    slot.key,
+                    reason,
+                    extra=_log.fields(key=slot.key, endpoint=stats.name, reason=reason),
+                )
                 return Computed(result, rendered, None, None, failed=status >= 500)
             blob = _encode(slot, rendered, stored_headers, ttl, compute_ms, flow)
             shared = Shared(status, tuple(stored_headers), bytes(rendered.body))
@@ -523,6 +556,11 @@ class _CachedEndpoint:
         result = await self.call(args, kwargs)
         rendered = await plan.renderer.render(result, sub_response, is_coroutine=self._is_coroutine)
         return result, rendered, (time.perf_counter() - started) * 1000.0
+
+
+def _raised_reason(exc: Exception) -> int:
+    """The not-stored reason of an endpoint that raised: an HTTPException's is its status."""
+    return metrics.REASON_STATUS if isinstance(exc, HTTPException) else metrics.REASON_ERROR
 
 
 def _log_unconfigured() -> None:
@@ -595,10 +633,12 @@ def _encode(
     settings = slot.settings
     body = rendered.body
     if len(body) > settings.max_entry_bytes:
-        logger.info(
+        slot.stats.not_stored(metrics.REASON_TOO_LARGE)
+        logger.debug(  # per request: counted (not_stored_too_large), DEBUG only
             "cache: response for %r not stored: body of %d bytes > max_entry_bytes",
             slot.key,
             len(body),
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason="too_large"),
         )
         return None
     try:
@@ -616,6 +656,12 @@ def _encode(
             level=settings.compression_level,
         )
     except (TypeError, ValueError, OverflowError, MemoryError) as exc:
-        logger.warning("cache: response for %r not stored: %s", slot.key, exc)
+        slot.stats.not_stored(metrics.REASON_ERROR)
+        logger.warning(
+            "cache: response for %r not stored: %s",
+            slot.key,
+            exc,
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason="error"),
+        )
         return None
     return blob

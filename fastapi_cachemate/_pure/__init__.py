@@ -23,15 +23,28 @@ from fastapi_cachemate._pure.entry import (
 )
 from fastapi_cachemate._pure.errors import MalformedError
 from fastapi_cachemate._pure.keys import KeySpec, build_key, key_material
+from fastapi_cachemate._pure.msgpack import packb, unpackb
 from fastapi_cachemate._pure.refresh import (
     REFRESH_TTL_FLOOR,
     refresh_due,
     refresh_window,
     xfetch_due,
 )
+from fastapi_cachemate._pure.stats import (
+    BREAKER_CLOSED,
+    BREAKER_HALF_OPEN,
+    BREAKER_OPEN,
+    NOT_STORED_REASONS,
+    STATS_COUNTERS,
+    EndpointStats,
+    Stats,
+)
 from fastapi_cachemate._pure.store import STORE_EXPIRED_SCAN, STORE_ITEM_OVERHEAD, MemoryStore
 
 __all__ = [
+    "BREAKER_CLOSED",
+    "BREAKER_HALF_OPEN",
+    "BREAKER_OPEN",
     "COMPRESS_ALL",
     "COMPRESS_DISABLED",
     "COMPRESS_SMART",
@@ -39,25 +52,31 @@ __all__ = [
     "ENTRY_MAX_BODY",
     "EXPIRED",
     "FRESH",
+    "NOT_STORED_REASONS",
     "REFRESH_TTL_FLOOR",
     "STALE",
+    "STATS_COUNTERS",
     "STORE_EXPIRED_SCAN",
     "STORE_ITEM_OVERHEAD",
     "ZSTD_MAX_LEVEL",
     "ZSTD_MIN_LEVEL",
+    "EndpointStats",
     "Entry",
     "KeySpec",
     "MalformedError",
     "MemoryStore",
+    "Stats",
     "blake2b",
     "body_etag",
     "build_key",
     "compress",
     "decompress",
     "key_material",
+    "packb",
     "read_entry",
     "refresh_due",
     "refresh_window",
+    "unpackb",
     "write_entry",
     "xfetch_due",
 ]

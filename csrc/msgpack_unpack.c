@@ -1,0 +1,812 @@
+/* MessagePack decoder (the format: the comment at the top of msgpack.c).
+ *
+ * The input is hostile. Every read checks the bytes left first (need());
+ * a str / bin / ext length must fit in what is left, an array count may
+ * not exceed the bytes left and a map count half of them (every element
+ * takes at least one byte); containers nest at most CM_MP_MAX_DEPTH deep;
+ * trailing bytes are refused. Every failure is a MalformedError with the
+ * offset where it was found. Short ASCII map keys come from a small cache
+ * of str objects in the module state (their hash is computed once). */
+#include "state.h"
+
+#include <datetime.h>
+
+/* datetime.h defines a static PyDateTimeAPI; the API pointer lives in the
+ * module state instead, so this file never touches it. */
+static inline PyDateTime_CAPI *
+unused_global_api(void)
+{
+    return PyDateTimeAPI;
+}
+
+typedef struct {
+    const unsigned char *start;
+    const unsigned char *p;
+    const unsigned char *end;
+    cm_state *st;
+    cm_msgpack_state *ms;
+    int depth;
+} unpacker;
+
+static PyObject *unpack_obj(unpacker *u);
+
+static PyObject *
+malformed(unpacker *u, const char *what)
+{
+    PyErr_Format(u->st->MalformedError, "%s at offset %zd", what,
+                 (Py_ssize_t)(u->p - u->start));
+    return NULL;
+}
+
+/* Replace the current exception by a MalformedError naming what failed,
+ * the original chained as its cause. MemoryError passes through. */
+static PyObject *
+malformed_from(unpacker *u, const char *what)
+{
+    if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *cause = PyErr_GetRaisedException();
+#else
+    PyObject *type = NULL, *cause = NULL, *tb = NULL;
+    PyErr_Fetch(&type, &cause, &tb);
+    PyErr_NormalizeException(&type, &cause, &tb);
+    if (cause != NULL && tb != NULL) {
+        PyException_SetTraceback(cause, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+#endif
+    PyErr_Format(u->st->MalformedError, "%s at offset %zd: %S", what,
+                 (Py_ssize_t)(u->p - u->start), cause ? cause : Py_None);
+    if (cause != NULL) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+        PyException_SetCause(exc, cause); /* steals cause */
+        PyErr_SetRaisedException(exc);
+#else
+        PyObject *t2 = NULL, *exc = NULL, *tb2 = NULL;
+        PyErr_Fetch(&t2, &exc, &tb2);
+        PyErr_NormalizeException(&t2, &exc, &tb2);
+        PyException_SetCause(exc, cause); /* steals cause */
+        PyErr_Restore(t2, exc, tb2);
+#endif
+    }
+    return NULL;
+}
+
+static inline int
+need(const unpacker *u, Py_ssize_t n)
+{
+    return CM_LIKELY(u->end - u->p >= n);
+}
+
+static inline uint16_t
+load16(const unsigned char *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static inline uint32_t
+load32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+           ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static inline uint64_t
+load64(const unsigned char *p)
+{
+    return ((uint64_t)load32(p) << 32) | load32(p + 4);
+}
+
+/* ---- str ---- */
+
+static inline int
+is_ascii(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & 0x8080808080808080ULL) {
+            return 0;
+        }
+    }
+    for (; i < n; i++) {
+        if (p[i] & 0x80) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+make_str(unpacker *u, const unsigned char *s, Py_ssize_t n)
+{
+    if (is_ascii(s, n)) {
+        PyObject *o = PyUnicode_New(n, 127);
+        if (o != NULL) {
+            memcpy(PyUnicode_DATA(o), s, (size_t)n);
+        }
+        return o;
+    }
+    PyObject *o = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    if (o == NULL) {
+        return malformed_from(u, "invalid UTF-8 in str");
+    }
+    return o;
+}
+
+/* Take a payload of n bytes (already known to fit). */
+static inline const unsigned char *
+take(unpacker *u, Py_ssize_t n)
+{
+    const unsigned char *s = u->p;
+    u->p += n;
+    return s;
+}
+
+/* A short key (n <= 24) as up to three overlapping words: the first 8, the
+ * middle 8 and the last 8 bytes (4 + 4 or single bytes when shorter). Reads
+ * stay inside [0, n). Equal keys give equal words. */
+typedef struct {
+    uint64_t a, b, c;
+} key_words;
+
+static inline key_words
+load_key(const unsigned char *s, Py_ssize_t n)
+{
+    key_words w = {0, 0, 0};
+    if (n >= 8) {
+        memcpy(&w.a, s, 8);
+        memcpy(&w.b, s + n - 8, 8);
+        if (n > 16) {
+            memcpy(&w.c, s + 8, 8);
+        }
+    }
+    else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        w.a = x;
+        w.b = y;
+    }
+    else if (n > 0) {
+        w.a = (uint64_t)s[0] | (uint64_t)s[n / 2] << 8 |
+              (uint64_t)s[n - 1] << 16;
+    }
+    return w;
+}
+
+/* A map key that is a short str: served from the cache when it is there. */
+static PyObject *
+cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
+{
+    key_words w = load_key(s, n);
+    uint64_t h = (w.a * 0x9E3779B97F4A7C15ULL) ^
+                 (w.b * 0xC2B2AE3D27D4EB4FULL) ^
+                 (w.c * 0x165667B19E3779F9ULL) ^ (uint64_t)n;
+    h ^= h >> 32;
+    h ^= h >> 15;
+    PyObject **slot = &u->ms->keys[h % CM_MP_KEY_CACHE_SIZE];
+    PyObject *k = *slot;
+    if (k != NULL && PyUnicode_GET_LENGTH(k) == n) {
+        key_words v = load_key((const unsigned char *)PyUnicode_DATA(k), n);
+        if (((v.a ^ w.a) | (v.b ^ w.b) | (v.c ^ w.c)) == 0) {
+            return Py_NewRef(k);
+        }
+    }
+    if (!is_ascii(s, n)) {
+        return make_str(u, s, n);
+    }
+    k = PyUnicode_New(n, 127);
+    if (k == NULL) {
+        return NULL;
+    }
+    memcpy(PyUnicode_DATA(k), s, (size_t)n);
+    if (PyObject_Hash(k) == -1) { /* cached with the str: computed once */
+        Py_DECREF(k);
+        return NULL;
+    }
+    Py_XSETREF(*slot, Py_NewRef(k));
+    return k;
+}
+
+/* ---- ext ---- */
+
+static int
+import_class(PyObject **slot, const char *module, const char *name)
+{
+    if (*slot != NULL) {
+        return 0;
+    }
+    PyObject *mod = PyImport_ImportModule(module);
+    if (mod == NULL) {
+        return -1;
+    }
+    *slot = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return *slot == NULL ? -1 : 0;
+}
+
+/* Civil date from days since 1970-01-01 (H. Hinnant). */
+static void
+civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t yy = (int64_t)yoe + era * 400;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = yy + (*m <= 2);
+}
+
+/* datetime objects: through the C API when there is one, else by calling
+ * the classes (see cm_msgpack_state.dt_capi). */
+static PyObject *
+new_datetime(cm_msgpack_state *ms, int y, int mo, int d, int h, int mi, int s,
+             int us, PyObject *tz)
+{
+    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
+    if (dt != NULL) {
+        return dt->DateTime_FromDateAndTime(y, mo, d, h, mi, s, us, tz,
+                                            dt->DateTimeType);
+    }
+    return PyObject_CallFunction(ms->dt_datetime, "iiiiiiiO", y, mo, d, h, mi,
+                                 s, us, tz);
+}
+
+static PyObject *
+new_date(cm_msgpack_state *ms, int y, int mo, int d)
+{
+    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
+    if (dt != NULL) {
+        return dt->Date_FromDate(y, mo, d, dt->DateType);
+    }
+    return PyObject_CallFunction(ms->dt_date, "iii", y, mo, d);
+}
+
+static PyObject *
+new_time(cm_msgpack_state *ms, int h, int mi, int s, int us, PyObject *tz)
+{
+    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
+    if (dt != NULL) {
+        return dt->Time_FromTime(h, mi, s, us, tz, dt->TimeType);
+    }
+    return PyObject_CallFunction(ms->dt_time, "iiiiO", h, mi, s, us, tz);
+}
+
+/* timezone(timedelta(seconds=offset)); ValueError beyond a day */
+static PyObject *
+new_timezone(cm_msgpack_state *ms, int32_t offset)
+{
+    PyDateTime_CAPI *dt = (PyDateTime_CAPI *)ms->dt_capi;
+    PyObject *delta = NULL;
+    PyObject *tz = NULL;
+    if (offset == 0) {
+        return Py_NewRef(ms->dt_utc);
+    }
+    if (dt != NULL) {
+        delta = dt->Delta_FromDelta(0, offset, 0, 1, dt->DeltaType);
+        if (delta != NULL) {
+            tz = dt->TimeZone_FromTimeZone(delta, NULL);
+        }
+    }
+    else {
+        delta = PyObject_CallFunction(ms->dt_timedelta, "ii", 0, (int)offset);
+        if (delta != NULL) {
+            tz = PyObject_CallOneArg(ms->dt_timezone, delta);
+        }
+    }
+    Py_XDECREF(delta);
+    return tz;
+}
+
+static PyObject *
+ext_timestamp(unpacker *u, const unsigned char *s, Py_ssize_t n)
+{
+    int64_t secs;
+    uint32_t ns;
+    if (n == 4) {
+        secs = load32(s);
+        ns = 0;
+    }
+    else if (n == 8) {
+        uint64_t d64 = load64(s);
+        ns = (uint32_t)(d64 >> 34);
+        secs = (int64_t)(d64 & 0x3FFFFFFFFULL);
+    }
+    else if (n == 12) {
+        ns = load32(s);
+        secs = (int64_t)load64(s + 4);
+    }
+    else {
+        return malformed(u, "timestamp extension of a wrong size");
+    }
+    if (ns > 999999999) {
+        return malformed(u, "timestamp nanoseconds out of range");
+    }
+    /* datetime covers years 1..9999: seconds -62135596800 .. 253402300799 */
+    if (secs < INT64_C(-62135596800) || secs > INT64_C(253402300799)) {
+        return malformed(u, "timestamp out of the range of datetime");
+    }
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days -= 1;
+    }
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    PyObject *o = new_datetime(
+        u->ms, (int)y, (int)m, (int)d, (int)(sod / 3600), (int)(sod / 60 % 60),
+        (int)(sod % 60), (int)(ns / 1000), u->ms->dt_utc);
+    if (o == NULL) {
+        return malformed_from(u, "invalid timestamp extension");
+    }
+    return o;
+}
+
+static PyObject *
+ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
+{
+    cm_msgpack_state *ms = u->ms;
+    PyObject *o = NULL;
+    const char *what = "invalid extension";
+    switch (type) {
+    case CM_MP_EXT_TIMESTAMP: return ext_timestamp(u, s, n);
+    case CM_MP_EXT_DATE:
+        if (n != 4) {
+            return malformed(u, "date extension of a wrong size");
+        }
+        what = "invalid date extension";
+        o = new_date(ms, load16(s), s[2], s[3]);
+        break;
+    case CM_MP_EXT_DATETIME:
+        if (n != 10) {
+            return malformed(u, "datetime extension of a wrong size");
+        }
+        what = "invalid datetime extension";
+        o = new_datetime(
+            ms, load16(s), s[2], s[3], s[4], s[5], s[6],
+            (int)((uint32_t)s[7] << 16 | (uint32_t)s[8] << 8 | s[9]), Py_None);
+        break;
+    case CM_MP_EXT_TIME: {
+        if (n != 6 && n != 10) {
+            return malformed(u, "time extension of a wrong size");
+        }
+        what = "invalid time extension";
+        PyObject *tz = NULL;
+        if (n == 10) {
+            tz = new_timezone(ms, (int32_t)load32(s + 6));
+            if (tz == NULL) {
+                return malformed_from(u, what);
+            }
+        }
+        o = new_time(ms, s[0], s[1], s[2],
+                     (int)((uint32_t)s[3] << 16 | (uint32_t)s[4] << 8 | s[5]),
+                     tz ? tz : Py_None);
+        Py_XDECREF(tz);
+        break;
+    }
+    case CM_MP_EXT_UUID: {
+        if (n != 16) {
+            return malformed(u, "UUID extension of a wrong size");
+        }
+        what = "invalid UUID extension";
+        if (import_class(&ms->UUID, "uuid", "UUID") < 0) {
+            return NULL;
+        }
+        PyObject *args = PyTuple_New(0);
+        PyObject *kwargs = NULL;
+        PyObject *raw = NULL;
+        if (args != NULL) {
+            raw = PyBytes_FromStringAndSize((const char *)s, 16);
+        }
+        if (raw != NULL) {
+            kwargs = PyDict_New();
+        }
+        if (kwargs != NULL &&
+            PyDict_SetItem(kwargs, ms->str_bytes, raw) == 0) {
+            o = PyObject_Call(ms->UUID, args, kwargs);
+        }
+        Py_XDECREF(args);
+        Py_XDECREF(raw);
+        Py_XDECREF(kwargs);
+        break;
+    }
+    case CM_MP_EXT_DECIMAL: {
+        what = "invalid Decimal extension";
+        if (import_class(&ms->Decimal, "decimal", "Decimal") < 0) {
+            return NULL;
+        }
+        if (!is_ascii(s, n)) {
+            return malformed(u, "Decimal extension is not ASCII");
+        }
+        PyObject *text = PyUnicode_New(n, 127);
+        if (text == NULL) {
+            return NULL;
+        }
+        memcpy(PyUnicode_DATA(text), s, (size_t)n);
+        o = PyObject_CallOneArg(ms->Decimal, text);
+        Py_DECREF(text);
+        break;
+    }
+    default: {
+        char msg[48];
+        snprintf(msg, sizeof msg, "unknown extension type %d", (int)type);
+        return malformed(u, msg);
+    }
+    }
+    if (o == NULL) {
+        return malformed_from(u, what);
+    }
+    return o;
+}
+
+/* ---- containers ---- */
+
+static inline int
+enter(unpacker *u)
+{
+    if (CM_UNLIKELY(++u->depth > CM_MP_MAX_DEPTH)) {
+        u->depth--;
+        malformed(u, "containers nested too deep");
+        return -1;
+    }
+    if (Py_EnterRecursiveCall(" while unpacking MessagePack")) {
+        u->depth--;
+        return -1;
+    }
+    return 0;
+}
+
+static inline void
+leave(unpacker *u)
+{
+    u->depth--;
+    Py_LeaveRecursiveCall();
+}
+
+static PyObject *
+unpack_array(unpacker *u, uint64_t n)
+{
+    if (n > (uint64_t)(u->end - u->p)) {
+        return malformed(u, "array length larger than the bytes left");
+    }
+    if (enter(u) < 0) {
+        return NULL;
+    }
+    /* A long array is allocated as it fills: a count that the bytes left
+     * allow but that is never delivered costs no more than the input. */
+    int presized = n <= CM_MP_LIST_PRESIZE_MAX;
+    PyObject *list = PyList_New(presized ? (Py_ssize_t)n : 0);
+    if (list != NULL) {
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)n; i++) {
+            PyObject *item = unpack_obj(u);
+            if (item == NULL) {
+                Py_CLEAR(list);
+                break;
+            }
+            if (presized) {
+                PyList_SET_ITEM(list, i, item);
+            }
+            else {
+                int rc = PyList_Append(list, item);
+                Py_DECREF(item);
+                if (rc < 0) {
+                    Py_CLEAR(list);
+                    break;
+                }
+            }
+        }
+    }
+    leave(u);
+    return list;
+}
+
+static inline PyObject *
+unpack_key(unpacker *u)
+{
+    if (CM_UNLIKELY(u->p >= u->end)) {
+        return malformed(u, "truncated input");
+    }
+    unsigned char c = *u->p;
+    Py_ssize_t n = -1;
+    if ((c & 0xe0) == 0xa0) {
+        n = c & 0x1f;
+        u->p += 1;
+    }
+    else if (c == 0xd9 && need(u, 2) && u->p[1] <= CM_MP_KEY_CACHE_MAXLEN) {
+        n = u->p[1];
+        u->p += 2;
+    }
+    if (n >= 0) {
+        if (!need(u, n)) {
+            return malformed(u, "str length larger than the bytes left");
+        }
+        const unsigned char *s = take(u, n);
+        if (n <= CM_MP_KEY_CACHE_MAXLEN) {
+            return cached_key(u, s, n);
+        }
+        return make_str(u, s, n);
+    }
+    return unpack_obj(u);
+}
+
+static PyObject *
+unpack_map(unpacker *u, uint64_t n)
+{
+    if (n > (uint64_t)(u->end - u->p) / 2) {
+        return malformed(u, "map length larger than the bytes left");
+    }
+    if (enter(u) < 0) {
+        return NULL;
+    }
+    /* CPython caps the presize (128 Ki slots): a lying count costs little */
+    PyObject *dict = _PyDict_NewPresized((Py_ssize_t)n);
+    if (dict != NULL) {
+        for (uint64_t i = 0; i < n; i++) {
+            const unsigned char *at = u->p;
+            PyObject *key = unpack_key(u);
+            if (key == NULL) {
+                Py_CLEAR(dict);
+                break;
+            }
+            PyObject *value = unpack_obj(u);
+            if (value == NULL) {
+                Py_DECREF(key);
+                Py_CLEAR(dict);
+                break;
+            }
+            int rc = PyDict_SetItem(dict, key, value);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (rc < 0) {
+                u->p = at;
+                malformed_from(u, "invalid map key");
+                Py_CLEAR(dict);
+                break;
+            }
+        }
+    }
+    leave(u);
+    return dict;
+}
+
+/* ---- one object ---- */
+
+#define NEED(n)                                     \
+    do {                                            \
+        if (CM_UNLIKELY(!need(u, (n)))) {           \
+            u->p--;                                 \
+            return malformed(u, "truncated input"); \
+        }                                           \
+    } while (0)
+
+static PyObject *
+str_of(unpacker *u, uint64_t n)
+{
+    if (n > (uint64_t)(u->end - u->p)) {
+        return malformed(u, "str length larger than the bytes left");
+    }
+    return make_str(u, take(u, (Py_ssize_t)n), (Py_ssize_t)n);
+}
+
+static PyObject *
+bin_of(unpacker *u, uint64_t n)
+{
+    if (n > (uint64_t)(u->end - u->p)) {
+        return malformed(u, "bin length larger than the bytes left");
+    }
+    return PyBytes_FromStringAndSize((const char *)take(u, (Py_ssize_t)n),
+                                     (Py_ssize_t)n);
+}
+
+static PyObject *
+ext_of(unpacker *u, uint64_t n)
+{
+    /* the type byte was checked by the caller */
+    int8_t type = (int8_t)*u->p++;
+    if (n > (uint64_t)(u->end - u->p)) {
+        return malformed(u, "ext length larger than the bytes left");
+    }
+    const unsigned char *s = take(u, (Py_ssize_t)n);
+    return ext_object(u, type, s, (Py_ssize_t)n);
+}
+
+static PyObject *
+unpack_obj(unpacker *u)
+{
+    if (CM_UNLIKELY(u->p >= u->end)) {
+        return malformed(u, "truncated input");
+    }
+    unsigned char c = *u->p++;
+    if (c <= 0x7f) {
+        return PyLong_FromLong(c);
+    }
+    if ((c & 0xe0) == 0xa0) {
+        return str_of(u, c & 0x1f);
+    }
+    if (c >= 0xe0) {
+        return PyLong_FromLong((int8_t)c);
+    }
+    if ((c & 0xf0) == 0x80) {
+        return unpack_map(u, c & 0x0f);
+    }
+    if ((c & 0xf0) == 0x90) {
+        return unpack_array(u, c & 0x0f);
+    }
+    const unsigned char *p = u->p;
+    switch (c) {
+    case 0xc0: Py_RETURN_NONE;
+    case 0xc2: Py_RETURN_FALSE;
+    case 0xc3: Py_RETURN_TRUE;
+    case 0xc4:
+        NEED(1);
+        u->p += 1;
+        return bin_of(u, p[0]);
+    case 0xc5:
+        NEED(2);
+        u->p += 2;
+        return bin_of(u, load16(p));
+    case 0xc6:
+        NEED(4);
+        u->p += 4;
+        return bin_of(u, load32(p));
+    case 0xc7:
+        NEED(2);
+        u->p += 1;
+        return ext_of(u, p[0]);
+    case 0xc8:
+        NEED(3);
+        u->p += 2;
+        return ext_of(u, load16(p));
+    case 0xc9:
+        NEED(5);
+        u->p += 4;
+        return ext_of(u, load32(p));
+    case 0xca: {
+        NEED(4);
+        uint32_t bits = load32(p);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        u->p += 4;
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xcb: {
+        NEED(8);
+        uint64_t bits = load64(p);
+        double f;
+        memcpy(&f, &bits, sizeof f);
+        u->p += 8;
+        return PyFloat_FromDouble(f);
+    }
+    case 0xcc:
+        NEED(1);
+        u->p += 1;
+        return PyLong_FromLong(p[0]);
+    case 0xcd:
+        NEED(2);
+        u->p += 2;
+        return PyLong_FromLong(load16(p));
+    case 0xce:
+        NEED(4);
+        u->p += 4;
+        return PyLong_FromUnsignedLong(load32(p));
+    case 0xcf:
+        NEED(8);
+        u->p += 8;
+        return PyLong_FromUnsignedLongLong(load64(p));
+    case 0xd0:
+        NEED(1);
+        u->p += 1;
+        return PyLong_FromLong((int8_t)p[0]);
+    case 0xd1:
+        NEED(2);
+        u->p += 2;
+        return PyLong_FromLong((int16_t)load16(p));
+    case 0xd2:
+        NEED(4);
+        u->p += 4;
+        return PyLong_FromLong((int32_t)load32(p));
+    case 0xd3:
+        NEED(8);
+        u->p += 8;
+        return PyLong_FromLongLong((int64_t)load64(p));
+    case 0xd4: NEED(1); return ext_of(u, 1);
+    case 0xd5: NEED(1); return ext_of(u, 2);
+    case 0xd6: NEED(1); return ext_of(u, 4);
+    case 0xd7: NEED(1); return ext_of(u, 8);
+    case 0xd8: NEED(1); return ext_of(u, 16);
+    case 0xd9:
+        NEED(1);
+        u->p += 1;
+        return str_of(u, p[0]);
+    case 0xda:
+        NEED(2);
+        u->p += 2;
+        return str_of(u, load16(p));
+    case 0xdb:
+        NEED(4);
+        u->p += 4;
+        return str_of(u, load32(p));
+    case 0xdc:
+        NEED(2);
+        u->p += 2;
+        return unpack_array(u, load16(p));
+    case 0xdd:
+        NEED(4);
+        u->p += 4;
+        return unpack_array(u, load32(p));
+    case 0xde:
+        NEED(2);
+        u->p += 2;
+        return unpack_map(u, load16(p));
+    case 0xdf:
+        NEED(4);
+        u->p += 4;
+        return unpack_map(u, load32(p));
+    default: u->p--; return malformed(u, "reserved type byte 0xc1");
+    }
+}
+
+PyObject *
+cm_mp_unpack(cm_state *st, const char *data, Py_ssize_t len)
+{
+    unpacker u = {(const unsigned char *)data,
+                  (const unsigned char *)data,
+                  (const unsigned char *)data + len,
+                  st,
+                  &st->msgpack,
+                  0};
+    if (len > CM_MP_MAX_INPUT) {
+        PyErr_Format(st->MalformedError,
+                     "input of %zd bytes is larger than the %zd byte limit",
+                     len, CM_MP_MAX_INPUT);
+        return NULL;
+    }
+    if (len == 0) {
+        PyErr_SetString(st->MalformedError, "empty input");
+        return NULL;
+    }
+    PyObject *out = unpack_obj(&u);
+    if (out != NULL && u.p != u.end) {
+        PyErr_Format(st->MalformedError,
+                     "%zd trailing bytes after the object at offset %zd",
+                     (Py_ssize_t)(u.end - u.p), (Py_ssize_t)(u.p - u.start));
+        Py_CLEAR(out);
+    }
+    return out;
+}
+
+PyObject *
+cm_msgpack_unpackb(PyObject *module, PyObject *data)
+{
+    cm_state *st = cm_get_state(module);
+    if (PyBytes_CheckExact(data) &&
+        PyBytes_GET_SIZE(data) < CM_MP_GC_PAUSE_SIZE) {
+        return cm_mp_unpack(st, PyBytes_AS_STRING(data),
+                            PyBytes_GET_SIZE(data));
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    /* A large input makes thousands of containers: the cyclic GC would
+     * traverse them again and again while they are built (none can be
+     * garbage yet), so it waits until the result is complete. */
+    int gc_was_enabled = view.len >= CM_MP_GC_PAUSE_SIZE ? PyGC_Disable() : 0;
+    PyObject *out = cm_mp_unpack(st, (const char *)view.buf, view.len);
+    if (gc_was_enabled) {
+        PyGC_Enable();
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
