@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastapi_cachemate import BaseCacheSettings, CacheSetup
+from fastapi_cachemate import BaseCacheSettings, CacheSetup, metrics
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._lease import Lease
 from fastapi_cachemate._refresh import MARKER, refresh_scope, refresh_ticket
@@ -54,6 +54,19 @@ class Marked:
         if scope["type"] == "http":
             self.seen["refresh" if refresh_ticket(scope) else "request"] += 1
         await self.app(scope, receive, send)
+
+
+def counts() -> dict[str, int]:
+    """This test's counters of /thing/{n} (zeroed by the autouse fixture), nonzero only."""
+    row = metrics.snapshot()["endpoints"].get("/thing/{n}", {})
+    return {k: v for k, v in row.items() if v and not k.startswith("bytes_")}
+
+
+@pytest.fixture(autouse=True)
+def zeroed() -> Iterator[None]:
+    metrics.reset()
+    yield
+    metrics.reset()
 
 
 def build(
@@ -223,6 +236,16 @@ async def test_a_failed_refresh_keeps_the_entry_and_a_later_one_replaces_it(
     # with a session of its own, closed when it ended
     (middleware,) = app.state.middleware
     assert middleware.seen["refresh"] == 2
+    assert counts() == {
+        "misses": 1,
+        "stored": 2,
+        "stale_served": 2,
+        "hits": 1,
+        "refreshes": 1,
+        "refresh_failures": 1,
+        "not_stored": 1,  # the failed refresh's endpoint raised
+        "not_stored_error": 1,
+    }
     assert len(app.state.sessions) == 4 + 2  # one per request (4) and per refresh (2)
     assert all(s.closed for s in app.state.sessions)
 
@@ -430,3 +453,74 @@ async def test_a_refresh_held_by_another_process_is_not_retried_on_every_hit(
             assert (await client.get("/thing/9")).headers[STATUS] == "STALE"
         assert runtime.refreshes.stats.spawned == 1
         assert app.state.calls == 1
+        assert counts() == {
+            "misses": 1,
+            "stored": 1,
+            "stale_served": 11,  # the refresh that found the lock taken is no failure
+        }
+
+
+async def test_a_waiter_serves_what_the_lock_holder_stored(
+    make_backend: Callable[[], Backend] | None,
+) -> None:
+    app = build(make_backend, BaseCacheSettings())
+    _APP[:] = [app]
+    async with served(app) as client:
+        key, fingerprint = key_of(app, "/thing/{n}", "/thing/10")
+        locks = CacheSetup.lock_manager()
+        token = await locks.try_lock(key + b":lock", 60_000)  # "another process" computes
+        assert token is not None
+        waiter = asyncio.ensure_future(client.get("/thing/10"))
+        flight = CacheSetup.runtime().flight
+        for _ in range(100_000):  # yield to the loop until the request is past its lookup
+            if key in flight:
+                break
+            await asyncio.sleep(0)
+        assert key in flight
+        blob = kernels.write_entry(
+            status=200,
+            headers=[(b"content-type", b"application/json"), (b"content-length", b"9")],
+            body=b'{"x":"y"}',
+            created=time.time(),
+            ttl=TTL,
+            fingerprint=fingerprint,
+        )
+        await CacheSetup.backend().store(key, blob, 60_000)
+        assert await locks.unlock(key + b":lock", token)
+        response = await asyncio.wait_for(waiter, 30)
+        assert response.status_code == 200
+        assert response.headers[STATUS] == "MISS"
+        assert response.content == b'{"x":"y"}'
+    assert app.state.calls == 0
+    assert counts() == {"misses": 1, "lock_waits": 1}
+
+
+async def test_a_wait_that_times_out_computes_without_storing_or_serves_stale(
+    make_backend: Callable[[], Backend] | None,
+) -> None:
+    settings = BaseCacheSettings(lock_wait_timeout=0.1)
+    app = build(make_backend, settings, stale_if_error=60)
+    _APP[:] = [app]
+    clock = FakeClock()
+    async with served(app) as client:
+        CacheSetup.runtime().clock = clock
+        key, _ = key_of(app, "/thing/{n}", "/thing/11")
+        first = await client.get("/thing/11")
+        created = (await stored_entry(11)).created
+        # "another process" holds the lock and never finishes
+        assert await CacheSetup.lock_manager().try_lock(key + b":lock", 60_000) is not None
+        clock.now += TTL + 1  # stale: a miss with a stale-if-error fallback
+        stale = await client.get("/thing/11")
+        assert stale.headers[STATUS] == "STALE_IF_ERROR"
+        assert stale.content == first.content
+        clock.now += 120  # past stale_if_error: nothing to fall back on
+        computed = await client.get("/thing/11")
+        assert computed.headers[STATUS] == "MISS"
+        assert computed.json() == {"n": 11, "call": 2}
+        assert (await stored_entry(11)).created == created  # not stored: the lock is not ours
+    assert counts() == {
+        "misses": 3,
+        "stored": 1,
+        "lock_waits": 2,
+        "lock_timeouts": 2,
+    }

@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from fastapi_cachemate import _log
 from fastapi_cachemate import _flow as flow_module
+from fastapi_cachemate import _log
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from tests.apps import build_app, served
