@@ -85,7 +85,7 @@ class _Config:
         self.settings = settings
         self.bypass = ByPass(header=settings.bypass_header, value=settings.bypass_value)
         self.extras = extras
-        self.runtime = Runtime(settings)
+        self.runtime = Runtime(settings, in_process=isinstance(backend, MemoryBackend))
         self.closed = False
 
 
