@@ -524,3 +524,42 @@ async def test_a_wait_that_times_out_computes_without_storing_or_serves_stale(
         "lock_waits": 2,
         "lock_timeouts": 2,
     }
+
+
+async def test_a_refresh_re_enters_a_mounted_sub_application(clean_cache_setup: None) -> None:
+    """scope["app"] is the mounted FastAPI (it sets it on entry), root_path/path are what it
+    was given: the refresh routes the same way and stores the entry of the same key."""
+    sub = FastAPI()
+    calls: list[int] = []
+
+    @sub.get("/v/{n}")
+    @cache_response(ttl=TTL, stale_while_revalidate=30)
+    async def v(n: int) -> dict[str, int]:
+        calls.append(n)
+        return {"n": n, "call": len(calls)}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        CacheSetup.setup(prefix="mounted")
+        try:
+            yield
+        finally:
+            await CacheSetup.close()
+
+    root = FastAPI(lifespan=lifespan)
+    root.mount("/sub", sub)
+    clock = FakeClock()
+    async with served(root) as client:
+        runtime = CacheSetup.runtime()
+        runtime.clock = clock
+        assert (await client.get("/sub/v/1")).json() == {"n": 1, "call": 1}
+        clock.now += TTL + 1
+        stale = await client.get("/sub/v/1")
+        assert stale.headers[STATUS] == "STALE"
+        assert runtime.refreshes.stats.spawned == 1
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name().startswith("cache-refresh:")]
+        await asyncio.wait_for(task, 30)
+        hit = await client.get("/sub/v/1")
+        assert hit.headers[STATUS] == "HIT"
+        assert hit.json() == {"n": 1, "call": 2}
+    assert calls == [1, 1]
