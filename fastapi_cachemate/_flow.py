@@ -66,6 +66,9 @@ logger = logging.getLogger(__name__)
 _backend_health = _log.BackendHealth(logger)
 
 LOCK_SUFFIX = b":lock"
+#: seconds (of the cache's clock) during which hits start no refresh of a key whose refresh
+#: another process holds, or whose last refresh failed
+REFRESH_HOLD_OFF = 1.0
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -88,8 +91,9 @@ class Runtime:
         )
         self.flight = SingleFlight()
         self.refreshes = RefreshTasks(settings.max_refresh_tasks, name="cache-refresh")
-        # key -> monotonic deadline: another process holds the key's lock (it refreshes);
-        # until then hits do not try again (one SET NX per hit otherwise)
+        # key -> clock() deadline before which hits start no refresh of it: another process
+        # holds its lock (one SET NX per hit otherwise), or the last refresh failed (a
+        # failing endpoint is not re-run back to back by every due hit)
         self.elsewhere: dict[bytes, float] = {}
         #: seconds since the epoch: entries' created and freshness (tests inject a clock)
         self.clock: Callable[[], float] = time.time
@@ -98,7 +102,7 @@ class Runtime:
         deadline = self.elsewhere.get(key)
         if deadline is None:
             return False
-        if time.monotonic() < deadline:
+        if self.clock() < deadline:
             return True
         del self.elsewhere[key]
         return False
@@ -106,12 +110,12 @@ class Runtime:
     def remember_elsewhere(self, key: bytes, seconds: float) -> None:
         elsewhere = self.elsewhere
         if len(elsewhere) >= self.ELSEWHERE_MAX:
-            now = time.monotonic()
+            now = self.clock()
             for stale in [k for k, deadline in elsewhere.items() if deadline <= now]:
                 del elsewhere[stale]
             if len(elsewhere) >= self.ELSEWHERE_MAX:
                 elsewhere.clear()
-        elsewhere[key] = time.monotonic() + seconds
+        elsewhere[key] = self.clock() + seconds
 
     async def aclose(self, timeout: float) -> None:
         """Refuse new refreshes; let running ones finish for ``timeout`` s, cancel the rest."""
@@ -369,7 +373,7 @@ class Flow:
             return
         if lease is None:
             # another process refreshes it: do not try again on every hit meanwhile
-            self.runtime.remember_elsewhere(self.key, min(ttl_ms / 1000.0, 1.0))
+            self.runtime.remember_elsewhere(self.key, REFRESH_HOLD_OFF)
             return
         async with lease:
             # Refreshed by another process between our read and our lock? Then we are done.
@@ -385,6 +389,7 @@ class Flow:
                 await reenter(app, scope, ticket)
             except Exception as exc:  # the endpoint's own error: reported here, never raised
                 self.stats.refresh_failure()
+                self.runtime.remember_elsewhere(self.key, REFRESH_HOLD_OFF)
                 logger.warning(
                     "cache: background refresh of %r failed (the entry is kept): %s: %s",
                     self.key,
@@ -397,6 +402,7 @@ class Flow:
                 self.stats.refresh()
             else:
                 self.stats.refresh_failure()
+                self.runtime.remember_elsewhere(self.key, REFRESH_HOLD_OFF)
                 logger.info(
                     "cache: background refresh of %r stored nothing (status %s)",
                     self.key,

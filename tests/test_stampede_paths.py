@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastapi_cachemate import BaseCacheSettings, CacheSetup, metrics
+from fastapi_cachemate._flow import REFRESH_HOLD_OFF
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._lease import Lease
 from fastapi_cachemate._refresh import MARKER, refresh_scope, refresh_ticket
@@ -224,6 +225,11 @@ async def test_a_failed_refresh_keeps_the_entry_and_a_later_one_replaces_it(
         assert (await stored_entry(2)).created == created  # not overwritten
         assert any("background refresh" in r.getMessage() for r in caplog.records)
         app.state.mode = "ok"
+        # a failed refresh holds further ones off for REFRESH_HOLD_OFF (not every due hit
+        # re-runs a failing endpoint)
+        assert (await client.get("/thing/2")).headers[STATUS] == "STALE"
+        assert CacheSetup.runtime().refreshes.stats.spawned == 1
+        clock.now += REFRESH_HOLD_OFF
         assert (await client.get("/thing/2")).headers[STATUS] == "STALE"
         await asyncio.wait_for(await refresh_of(2), 30)
         entry = await stored_entry(2)
@@ -239,14 +245,14 @@ async def test_a_failed_refresh_keeps_the_entry_and_a_later_one_replaces_it(
     assert counts() == {
         "misses": 1,
         "stored": 2,
-        "stale_served": 2,
+        "stale_served": 3,
         "hits": 1,
         "refreshes": 1,
         "refresh_failures": 1,
         "not_stored": 1,  # the failed refresh's endpoint raised
         "not_stored_error": 1,
     }
-    assert len(app.state.sessions) == 4 + 2  # one per request (4) and per refresh (2)
+    assert len(app.state.sessions) == 5 + 2  # one per request (5) and per refresh (2)
     assert all(s.closed for s in app.state.sessions)
 
 
