@@ -394,47 +394,9 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto done;
     }
 
-    /* headers and tags: check types and sum sizes before writing */
-    headers = PySequence_Fast(kw[KW_HEADERS], "headers must be a sequence");
-    if (headers == NULL) {
-        goto done;
-    }
-    Py_ssize_t nheaders = PySequence_Fast_GET_SIZE(headers);
-    Py_ssize_t estimate = 128 + body.len + (Py_ssize_t)CM_ENTRY_ETAG_SIZE;
-    for (Py_ssize_t i = 0; i < nheaders; i++) {
-        PyObject *pair = PySequence_Fast_GET_ITEM(headers, i);
-        if (!(PyTuple_Check(pair) || PyList_Check(pair)) ||
-            PySequence_Fast_GET_SIZE(pair) != 2 ||
-            !PyBytes_Check(PySequence_Fast_GET_ITEM(pair, 0)) ||
-            !PyBytes_Check(PySequence_Fast_GET_ITEM(pair, 1))) {
-            PyErr_SetString(PyExc_TypeError,
-                            "headers must be (bytes, bytes) pairs");
-            goto done;
-        }
-        estimate += 11 + PyBytes_GET_SIZE(PySequence_Fast_GET_ITEM(pair, 0)) +
-                    PyBytes_GET_SIZE(PySequence_Fast_GET_ITEM(pair, 1));
-    }
-    if (kw[KW_TAGS] != NULL) {
-        tags = PySequence_Fast(kw[KW_TAGS], "tags must be a sequence");
-        if (tags == NULL) {
-            goto done;
-        }
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(tags); i++) {
-            PyObject *tag = PySequence_Fast_GET_ITEM(tags, i);
-            Py_ssize_t n;
-            if (!PyUnicode_Check(tag)) {
-                PyErr_Format(PyExc_TypeError, "tags must be str, not %.100s",
-                             Py_TYPE(tag)->tp_name);
-                goto done;
-            }
-            if (PyUnicode_AsUTF8AndSize(tag, &n) == NULL) {
-                goto done;
-            }
-            estimate += 5 + n;
-        }
-    }
-
-    /* the body: compressed by the mode */
+    /* The body, compressed by the mode, and its ETag first: they may release
+     * the GIL. From the checks of headers and tags to the end, the GIL is
+     * held, so no other thread can change them under the borrowed pointers. */
     const char *stored = body.buf;
     Py_ssize_t stored_len = body.len;
     int codec = 0;
@@ -449,7 +411,6 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             stored = PyBytes_AS_STRING(packed);
             stored_len = PyBytes_GET_SIZE(packed);
             codec = 1;
-            estimate += stored_len - body.len;
         }
     }
 
@@ -457,12 +418,62 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     const char *etag_ptr = tagbuf;
     Py_ssize_t etag_len = CM_ENTRY_ETAG_SIZE;
     if (etag == NULL) {
-        cm_entry_etag(body.buf, (size_t)body.len, tagbuf);
+        if (body.len > 65536) {
+            Py_BEGIN_ALLOW_THREADS cm_entry_etag(body.buf, (size_t)body.len,
+                                                 tagbuf);
+            Py_END_ALLOW_THREADS
+        }
+        else {
+            cm_entry_etag(body.buf, (size_t)body.len, tagbuf);
+        }
     }
     else {
         etag_ptr = PyBytes_AS_STRING(etag);
         etag_len = PyBytes_GET_SIZE(etag);
-        estimate += etag_len;
+    }
+
+    /* headers and tags: check types and sum sizes before writing. Both are
+     * made lists or tuples first: that may run Python code (an iterator),
+     * and nothing after it does. */
+    headers = PySequence_Fast(kw[KW_HEADERS], "headers must be a sequence");
+    if (headers == NULL) {
+        goto done;
+    }
+    if (kw[KW_TAGS] != NULL) {
+        tags = PySequence_Fast(kw[KW_TAGS], "tags must be a sequence");
+        if (tags == NULL) {
+            goto done;
+        }
+    }
+    Py_ssize_t nheaders = PySequence_Fast_GET_SIZE(headers);
+    Py_ssize_t estimate = 128 + stored_len + etag_len;
+    for (Py_ssize_t i = 0; i < nheaders; i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(headers, i);
+        if (!(PyTuple_Check(pair) || PyList_Check(pair)) ||
+            PySequence_Fast_GET_SIZE(pair) != 2 ||
+            !PyBytes_Check(PySequence_Fast_GET_ITEM(pair, 0)) ||
+            !PyBytes_Check(PySequence_Fast_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "headers must be (bytes, bytes) pairs");
+            goto done;
+        }
+        estimate += 11 + PyBytes_GET_SIZE(PySequence_Fast_GET_ITEM(pair, 0)) +
+                    PyBytes_GET_SIZE(PySequence_Fast_GET_ITEM(pair, 1));
+    }
+    if (tags != NULL) {
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(tags); i++) {
+            PyObject *tag = PySequence_Fast_GET_ITEM(tags, i);
+            Py_ssize_t n;
+            if (!PyUnicode_Check(tag)) {
+                PyErr_Format(PyExc_TypeError, "tags must be str, not %.100s",
+                             Py_TYPE(tag)->tp_name);
+                goto done;
+            }
+            if (PyUnicode_AsUTF8AndSize(tag, &n) == NULL) {
+                goto done;
+            }
+            estimate += 5 + n;
+        }
     }
 
     if (cm_buf_init(&buf, estimate) < 0 ||
@@ -544,13 +555,23 @@ header_bytes(cm_entry_state *es, const char *s, Py_ssize_t n)
         }                                                    \
     } while (0)
 
+/* The first pass keeps where the first HEADER_SLOTS header names and values
+ * are, so that building the list does not parse them again. */
+#define HEADER_SLOTS 32
+
+typedef struct {
+    const char *ptr;
+    Py_ssize_t len;
+} slice;
+
 typedef struct {
     double created, ttl, grace, compute_ms;
     int status;
     int codec;
     Py_ssize_t size;
     uint64_t nheaders, ntags;
-    const unsigned char *headers_at; /* first header pair */
+    slice header[2 * HEADER_SLOTS];  /* name, value of the first ones */
+    const unsigned char *headers_at; /* header pair HEADER_SLOTS, if any */
     const unsigned char *tags_at;    /* first tag */
     const char *etag;
     Py_ssize_t etag_len;
@@ -605,14 +626,23 @@ parse_entry(const char *data, Py_ssize_t len, const char *fp, Py_ssize_t fplen,
     e->status = (int)it.u;
     READ(CM_MP_ARRAY);
     e->nheaders = it.u;
-    e->headers_at = r.p;
+    e->headers_at = NULL;
     for (uint64_t i = 0; i < e->nheaders; i++) {
+        if (i == HEADER_SLOTS) {
+            e->headers_at = r.p;
+        }
         READ(CM_MP_ARRAY);
         if (it.u != 2) {
             return 0;
         }
         READ(CM_MP_BIN);
+        if (i < HEADER_SLOTS) {
+            e->header[2 * i] = (slice){it.ptr, it.len};
+        }
         READ(CM_MP_BIN);
+        if (i < HEADER_SLOTS) {
+            e->header[2 * i + 1] = (slice){it.ptr, it.len};
+        }
     }
     READ(CM_MP_BIN);
     e->etag = it.ptr;
@@ -702,17 +732,28 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
             goto error;
         }
         PyList_SET_ITEM(headers, i, pair);
-        for (int k = 0; k < 3; k++) {
-            if (cm_mp_read(&r, &it) < 0) { /* validated: cannot happen */
-                goto error;
+        for (int k = 0; k < 2; k++) {
+            slice sl;
+            if (i < HEADER_SLOTS) {
+                sl = e->header[2 * i + k];
             }
-            if (k > 0) {
-                PyObject *b = header_bytes(es, it.ptr, it.len);
-                if (b == NULL) {
+            else {
+                /* validated, so these cannot fail, unless another thread
+                 * changed a bytearray while a decompression released the
+                 * GIL: then a miss, still within bounds */
+                if (k == 0 && cm_mp_read(&r, &it) < 0) { /* the [ ] */
                     goto error;
                 }
-                PyTuple_SET_ITEM(pair, k - 1, b);
+                if (cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_BIN) {
+                    goto error;
+                }
+                sl = (slice){it.ptr, it.len};
             }
+            PyObject *b = header_bytes(es, sl.ptr, sl.len);
+            if (b == NULL) {
+                goto error;
+            }
+            PyTuple_SET_ITEM(pair, k, b);
         }
     }
     etag = PyBytes_FromStringAndSize(e->etag, e->etag_len);
@@ -726,8 +767,8 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
     r.p = e->tags_at;
     r.end = (const unsigned char *)e->body + e->body_len;
     for (Py_ssize_t i = 0; i < (Py_ssize_t)e->ntags; i++) {
-        if (cm_mp_read(&r, &it) < 0) {
-            goto error;
+        if (cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_STR) {
+            goto error; /* as above */
         }
         PyObject *s = PyUnicode_DecodeUTF8(it.ptr, it.len, NULL);
         if (s == NULL) {

@@ -180,8 +180,10 @@ class MemoryStore:
     """A bounded map bytes -> bytes with per-item expiry, a byte budget and LRU eviction.
 
     Keys and values are exact bytes (TypeError otherwise). An item costs len(key) +
-    len(value) + STORE_ITEM_OVERHEAD bytes; it is expired when expires_at <= now. Not
-    thread-safe by itself: it relies on the GIL (every method runs without releasing it).
+    len(value) + STORE_ITEM_OVERHEAD bytes; it is expired when expires_at <= now.
+    len() counts expired items not yet dropped; evictions counts live items evicted for
+    room (expired ones dropped on the way are not counted). Thread safety comes from the
+    GIL: no method releases it, so each one runs atomically.
     """
 
     def __new__(cls, max_bytes: int = 67108864) -> MemoryStore: ...

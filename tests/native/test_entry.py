@@ -142,6 +142,36 @@ def test_body_buffers_and_list_pairs(kernels: ModuleType) -> None:
         assert kernels.read_entry(memoryview(data), 0.5) is not None
 
 
+def test_iterables(kernels: ModuleType) -> None:
+    data = kernels.write_entry(
+        status=200,
+        headers=iter([(b"a", b"b")]),
+        body=b"x",
+        created=0.0,
+        ttl=1.0,
+        tags=(t for t in ["t1", "t2"]),
+    )
+    e = kernels.read_entry(data, 0.0)
+    assert e is not None
+    assert (e.headers, e.tags) == ([(b"a", b"b")], ["t1", "t2"])
+
+
+def test_tags_iterator_that_mutates_headers(kernels: ModuleType) -> None:
+    headers = [(b"a", b"b")] * 10
+
+    def tags() -> Any:
+        headers.clear()
+        yield "t"
+
+    data = kernels.write_entry(
+        status=200, headers=headers, body=b"x", created=0.0, ttl=1.0, tags=tags()
+    )
+    e = kernels.read_entry(data, 0.0)
+    assert e is not None
+    assert e.headers in ([], [(b"a", b"b")] * 10)  # never a crash
+    assert e.tags == ["t"]
+
+
 def test_unicode_tags_and_large_headers(kernels: ModuleType) -> None:
     tags = ["é", "x" * 40, "🙂" * 100, ""]
     headers = [(b"set-cookie", b"v" * 70_000), (b"", b"")]
@@ -150,6 +180,18 @@ def test_unicode_tags_and_large_headers(kernels: ModuleType) -> None:
     assert e is not None
     assert e.tags == tags
     assert e.headers == headers
+
+
+def test_many_headers(kernels: ModuleType) -> None:
+    headers = [(b"x-h%d" % i, b"v%d" % i) for i in range(100)]
+    data = write(kernels, headers=headers)
+    e = kernels.read_entry(data, 0.0)
+    assert e is not None
+    assert e.headers == headers
+    assert kernels.read_entry(data[:-1], 0.0) is None
+    bad = data.replace(b"\x92\xc4\x05x-h90", b"\x93\xc4\x05x-h90")
+    assert bad != data
+    assert kernels.read_entry(bad, 0.0) is None
 
 
 def test_smart_compression(kernels: ModuleType) -> None:
