@@ -219,7 +219,6 @@ class _Mounted:
     def __init__(self, mount_path: str, route: Any) -> None:
         self._route = route
         self.path_format = mount_path.rstrip("/") + route.path_format
-        self.route = route
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._route, name)
@@ -386,7 +385,7 @@ def keys_for(
         if spec is None:
             name = getattr(route, "path_format", repr(route))
             raise LookupError(f"invalidate: {name} is not a cache_response endpoint")
-        base = getattr(route, "route", route)  # a mounted route: its own route object
+        base = route._route if isinstance(route, _Mounted) else route
         keyer = RouteKeyer.for_route(base, prefix=prefix, vary=spec.vary, injected=spec.injected)
         parts = _request_parts(
             route, params, headers, cookies, open_query=keyer.query_names is None

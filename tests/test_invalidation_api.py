@@ -324,6 +324,55 @@ async def test_a_backend_failure_in_a_write_is_logged_not_raised(
         assert "invalidation failed" in caplog.text
 
 
+async def test_routes_of_a_mounted_sub_application(clean_cache_setup: None) -> None:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        CacheSetup.setup(prefix=PREFIX)
+        try:
+            yield
+        finally:
+            await CacheSetup.close()
+
+    app = FastAPI(lifespan=lifespan)
+    sub = FastAPI()
+
+    @sub.get("/things/{tid}")
+    @cache_response(ttl=60)
+    async def thing(tid: int, q: str = "") -> dict[str, int]:
+        return {"tid": tid}
+
+    app.mount("/sub", sub)
+    async with served(app) as client:
+        assert (await status(client, "/sub/things/5?q=a"))[0] == "MISS"
+        assert (await status(client, "/sub/things/5?q=a"))[0] == "HIT"
+        assert await invalidate(thing, app=app, tid=5, q="a") == 1
+        assert (await status(client, "/sub/things/5?q=a"))[0] == "MISS"
+
+
+@pytest.mark.redis
+async def test_another_worker_invalidates_by_endpoint(
+    clean_cache_setup: None, redis_server: Any, redis_client: aioredis.Redis
+) -> None:
+    """Two processes' worth of apps on one Redis: the one that never served a request
+    computes the same key and invalidates the other's entry."""
+
+    def backend() -> Backend:
+        return RedisBackend(aioredis.Redis(host=redis_server.host, port=redis_server.port))
+
+    serving, _, _ = make_app(backend)
+    other, _, other_endpoints = make_app(backend)
+    async with served(serving) as client:
+        assert (await status(client, "/blogs/1?lang=fr"))[0] == "MISS"
+        assert (await status(client, "/v2/items/4?query=z"))[0] == "MISS"
+    async with other.router.lifespan_context(other):
+        with pytest.raises(LookupError, match="pass app="):
+            await invalidate(other_endpoints["get_blog"], blog_id=1, lang="fr")
+        assert await invalidate(other_endpoints["get_blog"], app=other, blog_id=1, lang="fr") == 1
+        assert await invalidate(other_endpoints["item"], app=other, item_id=4, q="z") == 1
+    async with served(serving) as client:
+        assert (await status(client, "/blogs/1?lang=fr"))[0] == "MISS"
+
+
 def test_tag_templates() -> None:
     templates = TagTemplates(["blog:{blog_id}", "f:{filters.color}", "plain", "blog:{blog_id}"])
     assert templates.templates == ("blog:{blog_id}", "f:{filters.color}", "plain")
