@@ -65,8 +65,9 @@ async def test_a_miss_is_get_get_and_one_script(
         miss = await client.get("/async/2")
         after = await _command_calls(redis_client)
     assert miss.headers["x-cache-status"] == "MISS"
-    # GET K (the miss), GET K:gen (before computing), then the compare-and-set script:
-    # EVALSHA running GET K:gen and SET K (docs/keys-and-invalidation.md)
-    assert _delta(before, after) == {"get": 3, "evalsha": 1, "set": 1}
-    ttl_ms = [await redis_client.pttl(key) for key in await redis_client.keys("*")]
+    # GET K (the miss); before computing, EVALSHA of the begin script (GET K:gen, SET K:gen
+    # "0"); then the compare-and-set script: EVALSHA (GET K:gen, SET K).
+    # docs/keys-and-invalidation.md
+    assert _delta(before, after) == {"get": 3, "evalsha": 2, "set": 2}
+    ttl_ms = [await redis_client.pttl(key) for key in await redis_client.keys("*}")]
     assert all(0 < t <= 60_000 for t in ttl_ms)

@@ -229,18 +229,30 @@ async def test_invalidate_namespace(inv_backend: Backend) -> None:
     assert await inv_backend.invalidate_namespace(PREFIX) == 0
 
 
+@pytest.mark.parametrize("locked", [True, False])
 async def test_namespace_invalidation_stops_a_computation_in_flight(
-    inv_backend: Backend, inv_locks: LockManager
+    inv_backend: Backend, inv_locks: LockManager, locked: bool
 ) -> None:
     k = key(21)
-    token = await inv_locks.try_lock(layout.lock_key(k), 10_000)
-    assert token is not None
-    slow = Computation(inv_backend, k)
+    token = await inv_locks.try_lock(layout.lock_key(k), 10_000) if locked else None
+    slow = Computation(inv_backend, k)  # no entry yet: only its generation key shows it
     await slow.began.wait()
     await inv_backend.invalidate_namespace(PREFIX)
     assert await slow.finish() is False
     assert await inv_backend.fetch(k) is None
-    assert await inv_locks.unlock(layout.lock_key(k), token)
+    if token is not None:
+        assert await inv_locks.unlock(layout.lock_key(k), token)
+
+
+async def test_namespace_invalidation_removes_what_a_computation_stored(
+    inv_backend: Backend,
+) -> None:
+    k = key(22)
+    done = Computation(inv_backend, k)
+    await done.began.wait()
+    assert await done.finish() is True  # stored: the entry is found (and its generation)
+    assert await inv_backend.invalidate_namespace(PREFIX) == 1
+    assert await inv_backend.fetch(k) is None
 
 
 async def test_namespace_with_glob_characters(inv_backend: Backend) -> None:
@@ -274,12 +286,17 @@ async def test_tag_set_expiry_is_only_pushed(redis_client: aioredis.Redis) -> No
 async def test_generation_key_expires(redis_client: aioredis.Redis) -> None:
     backend = RedisBackend(redis_client, generation_ttl_ms=120_000)
     k = key(1)
+    fresh = await backend.begin_compute(key(2))
+    assert fresh.generation == 0
+    assert await redis_client.get(layout.generation_key(key(2))) == b"0"
+    assert 100_000 < await redis_client.pttl(layout.generation_key(key(2))) <= 120_000
     await backend.invalidate_keys(k)
     await backend.invalidate_keys(k)
     assert await redis_client.get(layout.generation_key(k)) == b"2"
     assert 100_000 < await redis_client.pttl(layout.generation_key(k)) <= 120_000
     ticket = await backend.begin_compute(k)
     assert ticket.generation == 2
+    assert await redis_client.get(layout.generation_key(k)) == b"2"  # begin leaves it
     with pytest.raises(ValueError, match="generation_ttl_ms"):
         RedisBackend(redis_client, generation_ttl_ms=10)
 
@@ -310,8 +327,9 @@ async def test_store_is_one_script_and_fetch_one_get(redis_client: aioredis.Redi
     assert await backend.store_if_generation(ticket, b"v", TTL)
     assert await backend.fetch(k) == b"v"
     delta = command_delta(before, await command_calls(redis_client))
-    # begin: GET K:gen; store: EVALSHA (GET K:gen + SET inside); fetch: GET K
-    assert delta == {"get": 3, "evalsha": 1, "set": 1}
+    # begin: EVALSHA (GET K:gen, PEXPIRE K:gen: it exists since the first computation);
+    # store: EVALSHA (GET K:gen, SET K); fetch: GET K
+    assert delta == {"evalsha": 2, "get": 3, "pexpire": 1, "set": 1}
 
 
 @pytest.mark.redis

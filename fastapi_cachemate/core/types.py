@@ -28,10 +28,11 @@ __all__ = [
     "LockManager",
 ]
 
-#: How long a key's generation counter outlives its last invalidation (1 hour). A
-#: computation older than half of it is never stored (``ComputeTicket.expired``), so the
-#: counter's expiry can never let an old computation write back.
-DEFAULT_GENERATION_TTL_MS = 3_600_000
+#: How long a key's generation counter lives after its last use (a computation beginning,
+#: an invalidation): 10 minutes. A computation older than half of it is never stored
+#: (``ComputeTicket.expired``), so the counter's expiry can never let an old computation
+#: write back (docs/keys-and-invalidation.md).
+DEFAULT_GENERATION_TTL_MS = 600_000
 
 CompressionMode = Literal["all", "smart", "disabled"]
 

@@ -33,12 +33,26 @@ from fastapi_cachemate.core.types import DEFAULT_GENERATION_TTL_MS, Backend, Com
 
 __all__ = [
     "ADD_TAG_SCRIPT",
+    "BEGIN_SCRIPT",
     "INVALIDATE_SCRIPT",
     "STORE_IF_GENERATION_SCRIPT",
     "RedisBackend",
     "RedisClient",
     "parser_class_of",
 ]
+
+# KEYS: K:gen; ARGV: generation_ttl_ms. The generation a computation begins with (nil: 0);
+# K:gen is created ("0") if absent and lives generation_ttl_ms from now either way: a
+# namespace invalidation's SCAN finds it while the computation runs, lock or no lock.
+BEGIN_SCRIPT = """\
+local generation = redis.call("GET", KEYS[1])
+if generation then
+    redis.call("PEXPIRE", KEYS[1], ARGV[1])
+else
+    redis.call("SET", KEYS[1], "0", "PX", ARGV[1])
+end
+return generation
+"""
 
 # KEYS: K, K:gen; ARGV: value, ttl_ms, generation. SET only if K:gen (nil = 0) still holds
 # the generation the computation began with.
@@ -72,13 +86,14 @@ end
 return 1
 """
 
-_SCRIPTS = (STORE_IF_GENERATION_SCRIPT, INVALIDATE_SCRIPT, ADD_TAG_SCRIPT)
+_SCRIPTS = (BEGIN_SCRIPT, STORE_IF_GENERATION_SCRIPT, INVALIDATE_SCRIPT, ADD_TAG_SCRIPT)
 
 
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
+_BEGIN_SHA = _sha(BEGIN_SCRIPT)
 _STORE_SHA = _sha(STORE_IF_GENERATION_SCRIPT)
 _INVALIDATE_SHA = _sha(INVALIDATE_SCRIPT)
 _ADD_TAG_SHA = _sha(ADD_TAG_SCRIPT)
@@ -241,8 +256,8 @@ class RedisBackend(Backend):
     async def begin_compute(
         self, key: bytes, *, tags: Iterable[str] = (), tags_ttl_ms: int = 0
     ) -> ComputeTicket:
-        """GET K:gen and the tag registrations in one pipeline round trip (one per node
-        involved, in parallel, on a cluster)."""
+        """BEGIN_SCRIPT on K:gen and the tag registrations in one pipeline round trip (one
+        per node involved, in parallel, on a cluster)."""
         prefix = layout.prefix_of(key) if tags else b""
         tag_keys = [layout.tag_key(prefix, tag) for tag in tags]
         if tag_keys and tags_ttl_ms <= 0:
@@ -250,8 +265,10 @@ class RedisBackend(Backend):
         started = time.monotonic()
         gen_key = layout.generation_key(key)
 
+        ttl = self.generation_ttl_ms
+
         def build(pipe: Any) -> None:
-            pipe.get(gen_key)
+            pipe.execute_command("EVALSHA", _BEGIN_SHA, 1, gen_key, ttl)
             for tag_key in tag_keys:
                 pipe.execute_command("EVALSHA", _ADD_TAG_SHA, 1, tag_key, key, tags_ttl_ms)
 
@@ -259,7 +276,7 @@ class RedisBackend(Backend):
             replies = await self._pipeline(build)
             raw = replies[0]
         else:
-            raw = await self._client.get(gen_key)
+            raw = await self._evalsha(_BEGIN_SHA, (gen_key,), ttl)
         return ComputeTicket(key, 0 if raw is None else int(raw), started)
 
     async def store_if_generation(self, ticket: ComputeTicket, value: bytes, ttl_ms: int) -> bool:
@@ -355,22 +372,21 @@ class RedisBackend(Backend):
 
     async def invalidate_namespace(self, prefix: str) -> int:
         """SCAN ``P:{*`` in COUNT-bounded calls (on every primary of a cluster, in
-        parallel) and invalidate every entry found, and the entry of every lock found (a
-        computation in flight). Two full passes: an entry that a computation in flight
-        stores while the first pass runs (after the pass went by its lock) exists all
-        through the second one, so SCAN returns it there. The number of entries removed."""
+        parallel) and invalidate the entry K of every ``K``, ``K:gen`` and ``K:lock`` found.
+
+        Every computation in flight when this starts has its ``K:gen`` (BEGIN_SCRIPT) and
+        keeps it until generation_ttl_ms after it began, past its last possible store
+        (generation_ttl_ms / 2): the key exists through the whole scan (if the scan takes
+        less than generation_ttl_ms / 2), so SCAN returns it and the bump fences the
+        computation out, or removes what it stored. The number of entries removed."""
         raw_prefix = prefix.encode()
-        removed = 0
-        for _ in range(2):
-            if isinstance(self._client, RedisCluster):
-                nodes = self._client.get_primaries()
-                counts = await asyncio.gather(
-                    *(self._invalidate_scanned(raw_prefix, node) for node in nodes)
-                )
-                removed += sum(counts)
-            else:
-                removed += await self._invalidate_scanned(raw_prefix, None)
-        return removed
+        if isinstance(self._client, RedisCluster):
+            nodes = self._client.get_primaries()
+            counts = await asyncio.gather(
+                *(self._invalidate_scanned(raw_prefix, node) for node in nodes)
+            )
+            return sum(counts)
+        return await self._invalidate_scanned(raw_prefix, None)
 
     async def _invalidate_scanned(self, prefix: bytes, node: ClusterNode | None) -> int:
         pattern = layout.namespace_pattern(prefix)
@@ -389,7 +405,7 @@ class RedisBackend(Backend):
             for item in found:
                 key = _as_bytes(item)
                 kind = layout.classify(prefix, key)
-                if kind is layout.KeyKind.ENTRY or kind is layout.KeyKind.LOCK:
+                if kind is not None and kind is not layout.KeyKind.TAG:
                     entries[layout.entry_of(key)] = None
             if entries:
                 removed += await self._invalidate_batch(list(entries))
