@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, get_args
 from uuid import UUID
 
 import redis.exceptions
@@ -345,9 +345,11 @@ def _aliases(fields: Sequence[Any]) -> dict[str, str]:
         alias = getattr(field, "alias", None) or field.name
         out[field.name] = alias
         out[alias] = alias
-        model = getattr(getattr(field, "field_info", None), "annotation", None)
-        model_fields = getattr(model, "model_fields", None)
-        if isinstance(model_fields, dict):
+        annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+        for model in (annotation, *get_args(annotation)):  # Model, or Model | None
+            model_fields = getattr(model, "model_fields", None)
+            if not isinstance(model_fields, dict):
+                continue
             for sub_name, info in model_fields.items():
                 sub_alias = getattr(info, "alias", None) or sub_name
                 out.setdefault(sub_name, sub_alias)

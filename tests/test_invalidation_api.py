@@ -373,6 +373,39 @@ async def test_another_worker_invalidates_by_endpoint(
         assert (await status(client, "/blogs/1?lang=fr"))[0] == "MISS"
 
 
+class PageFilter:
+    def __init__(self, page: int = 1, per_page: Annotated[int, Query(alias="per-page")] = 10):
+        self.page = page
+        self.per_page = per_page
+
+
+async def test_invalidate_depends_filter_classes(clean_cache_setup: None) -> None:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        CacheSetup.setup(prefix=PREFIX)
+        try:
+            yield
+        finally:
+            await CacheSetup.close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/pages")
+    @cache_response(ttl=60, tags=["page:{filters.page}"])
+    async def pages(filters: Annotated[PageFilter, Depends()]) -> dict[str, int]:
+        return {"page": filters.page, "per_page": filters.per_page}
+
+    async with served(app) as client:
+        url = "/pages?page=3&per-page=5"
+        assert (await status(client, url))[0] == "MISS"
+        assert (await status(client, url))[0] == "HIT"
+        assert await invalidate(pages, page=3, per_page=5) == 1
+        assert (await status(client, url))[0] == "MISS"
+        assert await invalidate(pages, page=3, **{"per-page": 5}) == 1
+        assert (await status(client, url))[0] == "MISS"
+        assert await invalidate_tags("page:3") == 1
+
+
 def test_tag_templates() -> None:
     templates = TagTemplates(["blog:{blog_id}", "f:{filters.color}", "plain", "blog:{blog_id}"])
     assert templates.templates == ("blog:{blog_id}", "f:{filters.color}", "plain")
