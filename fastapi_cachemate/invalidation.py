@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any, ParamSpec, TypeVar, get_args
-from uuid import UUID
 
 import redis.exceptions
 from fastapi.dependencies.models import Dependant
@@ -236,8 +235,11 @@ def _serves(route: Any, target: Callable[..., Any]) -> bool:
 def _cached_wrapper(route: Any) -> Callable[..., Any] | None:
     endpoint = getattr(route, "endpoint", None)
     while endpoint is not None:
-        if endpoint in _specs:
-            return endpoint  # type: ignore[no-any-return]
+        try:
+            if endpoint in _specs:
+                return endpoint  # type: ignore[no-any-return]
+        except TypeError:  # an unhashable callable object: not one of ours
+            return None
         endpoint = getattr(endpoint, "__wrapped__", None)
     return None
 
@@ -250,9 +252,7 @@ def _as_text(value: Any) -> str:
         return _as_text(value.value)
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    return str(value)
+    return str(value)  # int, float, str, UUID, Decimal...
 
 
 def _as_items(name: str, value: Any) -> list[tuple[str, str]]:
