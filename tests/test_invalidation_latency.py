@@ -146,7 +146,7 @@ async def test_namespace_invalidation_of_100k_entries_does_not_block(
         # another client was answered all along: many PINGs, none waiting anywhere near
         # what the blocking clear made one wait (machine noise included on both sides)
         assert len(during) > 100, report
-        assert worst * 3 < stalled, report
+        assert worst * 2 < stalled, report
 
         # every entry is gone, every in-flight computation is fenced, other keys stay
         for i in range(1, ENTRIES + LOCKS + 1, 997):
