@@ -48,7 +48,13 @@ from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass, unstorab
 from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
 from fastapi_cachemate._response import raw_response
 from fastapi_cachemate.cache_setup import CacheSetup
-from fastapi_cachemate.core.types import Backend
+from fastapi_cachemate.core.types import Backend, ComputeTicket
+from fastapi_cachemate.invalidation import (
+    TagTemplates,
+    parameter_names,
+    register_app,
+    register_cached_endpoint,
+)
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = ["CacheStatuses", "cache_response", "is_bypass"]
@@ -85,20 +91,25 @@ class _CacheDecorator(Protocol):
     def __call__(self, func: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
 
 
-def cache_response(ttl: float = 60, *, vary: Sequence[str] = ()) -> _CacheDecorator:
+def cache_response(
+    ttl: float = 60, *, vary: Sequence[str] = (), tags: Sequence[str] = ()
+) -> _CacheDecorator:
     """Cache the endpoint's rendered response for ttl seconds.
 
     :param ttl: seconds an entry is fresh (an int or a float, > 0).
     :param vary: request header names whose values enter the key.
+    :param tags: tags of the entries, templated from the endpoint's parameters
+        (``"blog:{blog_id}"``); ``invalidate_tags("blog:42")`` drops them.
 
     Use it under the route decorator (``@app.get(...)`` first, then
     ``@cache_response(ttl=...)``), on ``async def`` or plain ``def`` endpoints.
     """
     ttl = _checked_ttl(ttl)
     vary = _checked_vary(vary)
+    templates = TagTemplates(tags)
 
     def decorator(func: Callable[..., Any], /) -> Callable[..., Awaitable[Any]]:
-        return _wrap(func, ttl, vary)
+        return _wrap(func, ttl, vary, templates)
 
     return decorator
 
@@ -211,9 +222,12 @@ def _with_parameters(
     return signature.replace(parameters=[*params[:at], *extra, *params[at:]])
 
 
-def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awaitable[Any]]:
+def _wrap(
+    func: object, ttl: float, vary: tuple[str, ...], tags: TagTemplates
+) -> Callable[..., Awaitable[Any]]:
     endpoint = _checked_endpoint(func)
     check_endpoint(endpoint)  # what the key cannot cover is an error now, not per request
+    tags.check(parameter_names(endpoint), f"cache_response on {endpoint.__qualname__}")
     injected = _injected(endpoint)
     added = tuple(
         name
@@ -223,7 +237,7 @@ def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awai
         )
         if not own
     )
-    cached = _CachedEndpoint(endpoint, ttl, vary, added)
+    cached = _CachedEndpoint(endpoint, ttl, vary, added, tags)
 
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -235,6 +249,7 @@ def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awai
         return await cached.respond(request, response, args, kwargs)
 
     wrapper.__signature__ = injected.signature  # type: ignore[attr-defined]
+    register_cached_endpoint(wrapper, vary=vary, injected=added, tags=tags)
     return wrapper
 
 
@@ -279,6 +294,7 @@ class _CachedEndpoint:
         "_is_coroutine",
         "_name",
         "_plans",
+        "_tags",
         "_ttl",
         "_vary",
     )
@@ -289,8 +305,10 @@ class _CachedEndpoint:
         ttl: float,
         vary: tuple[str, ...],
         injected: tuple[str, ...],
+        tags: TagTemplates,
     ) -> None:
         self._func = func
+        self._tags = tags
         self._is_coroutine = _is_coroutine(func)
         self._name = getattr(func, "__qualname__", repr(func))
         self._ttl = ttl
@@ -347,6 +365,7 @@ class _CachedEndpoint:
             stats = metrics.endpoint(metrics.endpoint_name(route))
             plan = _Plan(route, prefix, self._keyer(route, prefix), RouteRenderer(route), stats)
             self._plans[id(route)] = plan
+            register_app(request.app)  # invalidate(endpoint, ...) finds its routes there
         return plan
 
     def _stats(self, plan: _Plan | None) -> metrics.EndpointStats:
@@ -400,6 +419,9 @@ class _CachedEndpoint:
         # they run on every request, so they are not part of the entry.
         dependency_headers = list(sub_response.raw_headers)
         slot.stats.miss()
+        # Before computing: the key's generation (an invalidation from now on fences this
+        # computation out) and its tag registrations (docs/keys-and-invalidation.md).
+        ticket = await self._begin(slot, kwargs)
         try:
             result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
         except Exception as exc:  # the endpoint's own error: it propagates, nothing stored
@@ -410,9 +432,28 @@ class _CachedEndpoint:
             result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
             return result
         stored_headers = without_headers(rendered.raw_headers, dependency_headers)
-        await _save(slot, rendered, stored_headers, self._ttl, compute_ms)
+        if ticket is None:  # tags not rendered or the backend failed: served, not stored
+            slot.stats.not_stored(metrics.REASON_ERROR)
+        else:
+            await _save(slot, ticket, rendered, stored_headers, self._ttl, compute_ms)
         _finish(rendered.raw_headers, CacheStatuses.CACHE_MISS, self._ttl)
         return rendered
+
+    async def _begin(self, slot: _Slot, kwargs: dict[str, Any]) -> ComputeTicket | None:
+        """The ticket to store with, or None: the response is then not stored (its tags
+        cannot be rendered, or the backend failed)."""
+        ttl_ms = max(1, math.ceil(self._ttl * 1000))
+        try:
+            tags = self._tags.render(kwargs) if self._tags else []
+        except (KeyError, AttributeError, IndexError, ValueError, TypeError) as exc:
+            logger.warning("cache: tags of %s not rendered (%s): not stored", self._name, exc)
+            return None
+        try:
+            return await slot.backend.begin_compute(slot.key, tags=tags, tags_ttl_ms=ttl_ms)
+        except BACKEND_ERRORS as exc:
+            slot.stats.backend_error()
+            _backend_health.failed(exc, "begin_compute", key=slot.key, endpoint=slot.stats.name)
+            return None
 
     async def _compute(
         self,
@@ -499,6 +540,7 @@ def _finish(headers: list[tuple[bytes, bytes]], status: CacheStatuses, ttl: floa
 
 async def _save(
     slot: _Slot,
+    ticket: ComputeTicket,
     rendered: Response,
     headers: list[tuple[bytes, bytes]],
     ttl: float,
@@ -519,7 +561,7 @@ async def _save(
     if blob is None:
         return
     try:
-        await slot.backend.store(slot.key, blob, max(1, math.ceil(ttl * 1000)))
+        stored = await slot.backend.store_if_generation(ticket, blob, max(1, math.ceil(ttl * 1000)))
     except BACKEND_ERRORS as exc:
         slot.stats.backend_error()
         slot.stats.not_stored(metrics.REASON_ERROR)
@@ -527,6 +569,9 @@ async def _save(
         return
     if _backend_health.down:
         _backend_health.recovered("store", key=slot.key, endpoint=slot.stats.name)
+    if not stored:
+        logger.debug("cache: %r was invalidated while computed: not stored", slot.key)
+        return
     slot.stats.stored(len(rendered.body), len(blob))
 
 

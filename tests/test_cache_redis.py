@@ -56,7 +56,7 @@ async def test_a_hit_is_one_get(redis_app: FastAPI, redis_client: aioredis.Redis
     assert _delta(before, after) == {"get": 1}
 
 
-async def test_a_miss_is_one_get_and_one_set(
+async def test_a_miss_is_get_get_and_one_script(
     redis_app: FastAPI, redis_client: aioredis.Redis
 ) -> None:
     async with served(redis_app) as client:
@@ -65,6 +65,9 @@ async def test_a_miss_is_one_get_and_one_set(
         miss = await client.get("/async/2")
         after = await _command_calls(redis_client)
     assert miss.headers["x-cache-status"] == "MISS"
-    assert _delta(before, after) == {"get": 1, "set": 1}
-    ttl_ms = [await redis_client.pttl(key) for key in await redis_client.keys("*")]
+    # GET K (the miss); before computing, EVALSHA of the begin script (GET K:gen, SET K:gen
+    # "0"); then the compare-and-set script: EVALSHA (GET K:gen, SET K).
+    # docs/keys-and-invalidation.md
+    assert _delta(before, after) == {"get": 3, "evalsha": 2, "set": 2}
+    ttl_ms = [await redis_client.pttl(key) for key in await redis_client.keys("*}")]
     assert all(0 < t <= 60_000 for t in ttl_ms)

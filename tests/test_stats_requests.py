@@ -187,7 +187,7 @@ async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_se
     row = nonzero("/model/{item_id}")
     row.pop("bytes_before_compression")
     row.pop("bytes_after_compression")
-    # down: each request fails its fetch and its store
+    # down: each request fails its fetch and its begin_compute, and is not stored
     assert row == {
         "misses": 4,
         "hits": 1,
