@@ -1,0 +1,450 @@
+"""docs/benchmarks.md and the PNG plots, from the raw results of one run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown", "plots"]
+
+SEED = "seed:"
+LABELS = {
+    "floor": "floor: pre-built Response",
+    "floor_redis": "floor + one raw redis GET",
+    "nocache": "no cache: compute + render",
+    "ours_memory": "**ours, memory hit**",
+    "ours_redis": "**ours, Redis hit**",
+    "ours_redis_miss": "**ours, Redis miss** (fresh key)",
+    "seed:seed_redis": "seed 0.1.1, Redis hit",
+    "fc2_memory": "fastapi-cache2, InMemory hit",
+    "fc2_redis": "fastapi-cache2, Redis hit",
+    "cashews_redis": "cashews, Redis hit",
+    "seed:floor": "floor, in the seed's venv",
+    "seed:floor_redis": "floor + GET, in the seed's venv",
+}
+# (key, group it is measured in); ratios use the floors of the same group and process
+ROWS = [
+    ("floor", "memory"),
+    ("floor_redis", "redis"),
+    ("nocache", "memory"),
+    ("ours_memory", "memory"),
+    ("ours_redis", "redis"),
+    ("ours_redis_miss", "miss"),
+    ("seed:seed_redis", "redis"),
+    ("fc2_memory", "memory"),
+    ("fc2_redis", "redis"),
+    ("cashews_redis", "redis"),
+    ("seed:floor", "redis"),
+    ("seed:floor_redis", "redis"),
+]
+REDIS_ROWS = {
+    "floor_redis",
+    "ours_redis",
+    "ours_redis_miss",
+    "seed:seed_redis",
+    "fc2_redis",
+    "cashews_redis",
+    "seed:floor_redis",
+}
+# (ours, peer): speedup = peer / ours, measured in the same group
+VERSUS = [
+    ("ours_memory", "fc2_memory", "memory"),
+    ("ours_redis", "fc2_redis", "redis"),
+    ("ours_redis", "cashews_redis", "redis"),
+    ("ours_redis", "seed:seed_redis", "redis"),
+    ("ours_redis_miss", "nocache", "miss"),
+]
+TARGET_RATIO = 1.10
+TARGET_SPEEDUP = 3.0
+TARGET_E2E = 2.0
+
+
+def _m(raw: dict[str, Any], size: str, group: str, key: str) -> dict[str, Any] | None:
+    m: dict[str, Any] | None = raw["inproc"].get(size, {}).get(group, {}).get(key)
+    return m
+
+
+def _us(raw: dict[str, Any], size: str, group: str, key: str) -> float | None:
+    m = _m(raw, size, group, key)
+    if m is None or m["status"] != "ok":
+        return None
+    us: float = m["us"]
+    return us
+
+
+def _floor_key(key: str, redis: bool) -> str:
+    base = "floor_redis" if redis else "floor"
+    return SEED + base if key.startswith(SEED) else base
+
+
+def _ratio(raw: dict[str, Any], size: str, group: str, key: str, redis: bool) -> float | None:
+    us = _us(raw, size, group, key)
+    floor = _us(raw, size, group, _floor_key(key, redis))
+    if us is None or floor is None:
+        return None
+    return us / floor
+
+
+def _na(raw: dict[str, Any], size: str, group: str, key: str) -> str:
+    m = _m(raw, size, group, key)
+    if m is None:
+        return "-"
+    return "n/a" if m["status"] == "unavailable" else "error"
+
+
+def _fmt_us(us: float) -> str:
+    return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _sizes(raw: dict[str, Any]) -> list[str]:
+    return list(raw["inproc"])
+
+
+def _size_header(raw: dict[str, Any], size: str) -> str:
+    b = raw["payload_bytes"][size]
+    return f"{size} ({b / 1024:.1f} KB)" if b >= 1024 else f"{size} ({b} B)"
+
+
+def _reasons(raw: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for groups in raw["inproc"].values():
+        for group in groups.values():
+            for key, m in group.items():
+                if m["status"] != "ok" and key not in out:
+                    out[key] = f"{m['status']}: {m['reason']}"
+    return out
+
+
+def _inproc_tables(raw: dict[str, Any]) -> str:
+    sizes = _sizes(raw)
+    head = ["scenario", *[_size_header(raw, s) for s in sizes]]
+    us_rows, ratio_rows, redis_rows = [], [], []
+    for key, group in ROWS:
+        cells, ratios, rratios = [], [], []
+        for size in sizes:
+            m = _m(raw, size, group, key)
+            if m is not None and m["status"] == "ok":
+                lo, hi = min(m["rounds"]), max(m["rounds"])
+                spread = (hi - lo) / 2 / m["us"] * 100
+                cells.append(f"{_fmt_us(m['us'])} ±{spread:.0f}%")
+            else:
+                cells.append(_na(raw, size, group, key))
+            r = _ratio(raw, size, group, key, redis=False)
+            ratios.append(f"{r:.2f}x" if r is not None else _na(raw, size, group, key))
+            rr = _ratio(raw, size, group, key, redis=True)
+            rratios.append(f"{rr:.2f}x" if rr is not None else _na(raw, size, group, key))
+        us_rows.append([LABELS[key], *cells])
+        ratio_rows.append([LABELS[key], *ratios])
+        if key in REDIS_ROWS:
+            redis_rows.append([LABELS[key], *rratios])
+    vs_rows = []
+    for ours, peer, group in VERSUS:
+        cells = []
+        for size in sizes:
+            a, b = _us(raw, size, group, ours), _us(raw, size, group, peer)
+            cells.append(f"{b / a:.2f}x" if a and b else "n/a")
+        vs_rows.append([f"{LABELS[ours]} vs {LABELS[peer]}", *cells])
+    return (
+        "### Ratio to the floor (same group, same process)\n\n"
+        "Per-request cost divided by the floor's, measured in the same interleaved rounds "
+        "(for the seed's rows: the floor of the seed's own process).\n\n"
+        + _table(head, ratio_rows)
+        + "\n### Redis scenarios: ratio to floor + one raw GET\n\n"
+        + _table(head, redis_rows)
+        + "\n### Speedup of ours over each peer (peer's cost / ours, same rounds)\n\n"
+        + _table(["comparison", *head[1:]], vs_rows)
+        + "\n### Absolute per-request cost (µs, median of rounds; ± half the min-max spread)\n\n"
+        + _table(head, us_rows)
+    )
+
+
+def _commandstats(raw: dict[str, Any]) -> str:
+    rows = []
+    for key, data in raw["commandstats"].items():
+        if data["status"] != "ok":
+            rows.append([LABELS[key], data["status"], ""])
+            continue
+        per = data["per_request"]
+        detail = ", ".join(f"{c.upper()} {v:.2f}" for c, v in sorted(per.items()) if v >= 0.005)
+        rows.append([LABELS[key], f"{data['total']:.2f}", detail])
+    n = next((d["n"] for d in raw["commandstats"].values() if d.get("n")), 0)
+    return (
+        f"INFO commandstats deltas around {n} requests (small payload, after the warm-up; the "
+        "harness's own INFO calls excluded).\n\n"
+        + _table(["scenario", "commands per request", "by command"], rows)
+    )
+
+
+def _e2e(raw: dict[str, Any]) -> str:
+    data = raw["e2e"]
+    if not data:
+        return f"Not run: {raw['e2e_note']}.\n"
+    floor = data.get("floor", {}).get("rps")
+    rows = []
+    for key, d in data.items():
+        if d["status"] != "ok":
+            rows.append([LABELS[key], d["status"], "", "", "", ""])
+            continue
+        ratio = f"{d['rps'] / floor:.2f}x" if floor else "-"
+        rows.append(
+            [
+                LABELS[key],
+                f"{d['rps']:,.0f}",
+                ratio,
+                f"{d['p50_ms']:.2f}",
+                f"{d['p99_ms']:.2f}",
+                str(d["errors"]),
+            ]
+        )
+    return _table(
+        ["scenario (small payload)", "req/s", "req/s / floor's", "p50 ms", "p99 ms", "errors"],
+        rows,
+    )
+
+
+def _verdict(ok: bool | None, text: str) -> str:
+    if ok is None:
+        return f"not available: {text}"
+    return ("**met**: " if ok else "**missed**: ") + text
+
+
+def _targets(raw: dict[str, Any]) -> tuple[str, list[bool]]:
+    rows: list[list[str]] = []
+    missed: list[bool] = []
+    sizes = _sizes(raw)
+
+    def ratio_target(name: str, key: str, group: str, redis: bool) -> None:
+        for size in sizes:
+            r = _ratio(raw, size, group, key, redis)
+            if r is None:
+                rows.append([name, size, _verdict(None, "ours not measured")])
+                continue
+            ok = r <= TARGET_RATIO
+            missed.append(not ok)
+            by = "" if ok else f", over by {(r - TARGET_RATIO) * 100:.0f} points"
+            rows.append([name, size, _verdict(ok, f"{r:.2f}x{by}")])
+
+    ratio_target("memory hit <= 1.10x floor", "ours_memory", "memory", False)
+    ratio_target("Redis hit <= 1.10x (floor + GET)", "ours_redis", "redis", True)
+    for peer in ("fc2_redis", "seed:seed_redis"):
+        for size in sizes:
+            a, b = _us(raw, size, "redis", "ours_redis"), _us(raw, size, "redis", peer)
+            name = f"Redis hit >= 3x faster than {LABELS[peer].split(',')[0]}"
+            if a is None or b is None:
+                rows.append([name, size, _verdict(None, "not measured")])
+                continue
+            ok = b / a >= TARGET_SPEEDUP
+            missed.append(not ok)
+            by = "" if ok else f", short by {TARGET_SPEEDUP - b / a:.2f}x"
+            rows.append([name, size, _verdict(ok, f"{b / a:.2f}x{by}")])
+    e2e = raw["e2e"]
+    for ours, peer in (("ours_redis", "fc2_redis"), ("ours_redis", "seed:seed_redis")):
+        a = e2e.get(ours, {}).get("rps")
+        b = e2e.get(peer, {}).get("rps")
+        name = f"end-to-end req/s >= 2x {LABELS[peer].split(',')[0]} (Redis)"
+        if not a or not b:
+            rows.append([name, "small", _verdict(None, "not measured")])
+            continue
+        ok = a / b >= TARGET_E2E
+        missed.append(not ok)
+        by = "" if ok else f", short by {TARGET_E2E - a / b:.2f}x"
+        rows.append([name, "small", _verdict(ok, f"{a / b:.2f}x{by}")])
+    cs = raw["commandstats"].get("ours_redis", {})
+    if cs.get("status") == "ok":
+        total = cs["total"]
+        ok = abs(total - 1.0) < 0.005
+        missed.append(not ok)
+        rows.append(["exactly 1 Redis command per hit", "small", _verdict(ok, f"{total:.2f}")])
+    else:
+        rows.append(["exactly 1 Redis command per hit", "small", _verdict(None, "not measured")])
+    return _table(["target (issue 7)", "payload", "result"], rows), missed
+
+
+def _versions(raw: dict[str, Any]) -> str:
+    main, seed = raw["versions_main"], raw["versions_seed"]
+    names = list(dict.fromkeys([*main, *seed]))
+    rows = [[n, main.get(n, "-"), seed.get(n, "-")] for n in names]
+    return _table(["package", "our venv (.venv)", "seed venv (build/bench-venvs/seed)"], rows)
+
+
+def _busy_note(mach: dict[str, Any]) -> str:
+    try:
+        load = float(str(mach.get("load_start", "")).split(" / ")[0])
+    except ValueError:
+        return ""
+    if load <= 0.5 * (mach.get("cores") or 1):
+        return ""
+    return (
+        f"\nThe machine was busy during this run (load average {mach['load_start']} on "
+        f"{mach['cores']} cores, from other work): absolute times are inflated and noisy; the "
+        "ratios, measured in interleaved rounds, are the numbers to read.\n"
+    )
+
+
+def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
+    mach = raw["machine"]
+    targets, missed = _targets(raw)
+    reasons = _reasons(raw)
+    parts = [
+        "# Benchmarks\n",
+        "Generated by the harness in `benchmarks/` (do not edit by hand). "
+        f"Run of {mach['date']}, {raw['duration_s']:.0f} s.\n",
+        "## Command\n",
+        f"```\nmake bench      # = .venv/bin/python -m benchmarks\n{cfg['command']}\n```\n",
+        f"Rounds per scenario: {cfg['rounds']} of about {cfg['round_s'] * 1000:.0f} ms each "
+        f"(in process); end to end: {cfg['e2e_rounds']} x {cfg['e2e_seconds']} s of wrk per "
+        f"scenario, {cfg['e2e_connections']} connections, 1 thread.\n",
+        "## Machine\n",
+        _table(
+            ["", ""],
+            [
+                ["CPU", str(mach["cpu"])],
+                ["cores", str(mach["cores"])],
+                ["memory", f"{mach.get('memory_gb', '?')} GB"],
+                ["OS", str(mach["os"])],
+                ["Python", f"{mach['implementation']} {mach['python']}"],
+                ["redis-server", str(mach.get("redis-server", "?"))],
+                ["wrk", str(mach.get("wrk", "missing"))],
+                [
+                    "load average (1/5/15 min)",
+                    f"{mach.get('load_start', '?')} at the start, "
+                    f"{mach.get('load_end', '?')} at the end",
+                ],
+            ],
+        ),
+        _busy_note(mach),
+        "\n" + _versions(raw),
+        "\n## Targets\n",
+        targets,
+    ]
+    if not any(missed) and missed:
+        parts.append("\nEvery measured target is met.\n")
+    parts += [
+        "\n## In process (ASGI driver)\n",
+        "Every scenario is the same FastAPI route, `GET /items/{item_id}` with a `response_model`"
+        " (a page of items with str/int/float/bool/None/nested fields), called directly as "
+        "`app(scope, receive, send)` after its lifespan and a warm-up that checks the body and "
+        "the library's hit header. Scenarios of one group are loaded side by side and measured "
+        "in interleaved rounds (ours and the seed alternate), so that drift hits all alike. "
+        "The seed library runs in its own venv (it pins FastAPI 0.116 and redis-py 6.2), in a "
+        "worker process driven by the same driver; its ratios use the floors measured in that "
+        "process.\n",
+        _inproc_tables(raw),
+    ]
+    if reasons:
+        parts.append(
+            "\nNot measured:\n\n"
+            + "".join(f"- {LABELS.get(k, k)}: {v}\n" for k, v in sorted(reasons.items()))
+        )
+    parts += ["\n## Redis commands per request\n", _commandstats(raw)]
+    parts += [
+        "\n## End to end (uvicorn + wrk, small payload)\n",
+        "One uvicorn worker per scenario (uvloop, httptools, `--no-access-log`) on loopback, "
+        "pinned to CPU 1 while wrk runs on CPU 0; medians of the rounds.\n\n",
+        _e2e(raw),
+    ]
+    if plots:
+        parts.append("\n## Plots\n\n" + "".join(f"![{p}]({p})\n\n" for p in plots))
+    if raw["profiles"]:
+        parts.append(
+            "\n## Profile of our hit path\n\n"
+            "cProfile of the small-payload hits (sorted by own time); what the hit costs over "
+            "the floor is here.\n"
+        )
+        for key, text in raw["profiles"].items():
+            parts.append(f"\n### {LABELS[key]}\n\n```\n{text.strip()}\n```\n")
+    if raw["codecs"]:
+        parts.append("\n## Codecs\n")
+        for name, text in raw["codecs"].items():
+            parts.append(f"\n### {name}\n\n{text.strip()}\n")
+    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+PLOT_ROWS = [k for k, _ in ROWS if not k.startswith(SEED + "floor")]
+
+
+def plots(raw: dict[str, Any], docs: Path) -> list[str]:
+    """Write the PNGs under docs/; their file names (empty when matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written: list[str] = []
+    sizes = _sizes(raw)
+    groups = dict(ROWS)
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(docs / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
+    def clean(label: str) -> str:
+        return label.replace("*", "")
+
+    # 1. per-request cost by payload size
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    xs = [raw["payload_bytes"][s] for s in sizes]
+    for key in PLOT_ROWS:
+        ys = [_us(raw, s, groups[key], key) for s in sizes]
+        if all(y is None for y in ys):
+            continue
+        pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+        style = "-o" if key.startswith(("ours", "floor")) else "--s"
+        width = 2.5 if key.startswith("ours") else 1.2
+        ax.plot(*zip(*pts, strict=True), style, label=clean(LABELS[key]), linewidth=width)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("payload (bytes of JSON)")
+    ax.set_ylabel("µs per request (in process, median)")
+    ax.set_title("Per-request cost by payload size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, "bench-cost-by-size.png")
+
+    # 2. ratio to the floor
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    keys = [k for k in PLOT_ROWS if k != "floor"]
+    width = 0.8 / max(1, len(sizes))
+    for i, size in enumerate(sizes):
+        vals = [_ratio(raw, size, groups[k], k, redis=False) or 0.0 for k in keys]
+        ax.bar([j + i * width for j in range(len(keys))], vals, width, label=size)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(TARGET_RATIO, color="red", linewidth=0.8, linestyle="--", label="1.10x")
+    ax.set_yscale("log")
+    ax.set_xticks([j + width * (len(sizes) - 1) / 2 for j in range(len(keys))])
+    ax.set_xticklabels([clean(LABELS[k]) for k in keys], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("cost / floor's (log)")
+    ax.set_title("Per-request cost relative to the floor (pre-built Response)")
+    ax.legend(fontsize=8)
+    save(fig, "bench-ratio-to-floor.png")
+
+    # 3. end to end
+    e2e = {k: v for k, v in raw["e2e"].items() if v.get("status") == "ok"}
+    if e2e:
+        fig, ax = plt.subplots(figsize=(9, 5))
+        labels = [clean(LABELS[k]) for k in e2e]
+        colors: list[str] = []
+        pick: Callable[[str], str] = lambda k: (  # noqa: E731
+            "tab:green" if k.startswith("ours") else "tab:gray" if "floor" in k else "tab:blue"
+        )
+        colors = [pick(k) for k in e2e]
+        ax.barh(labels, [v["rps"] for v in e2e.values()], color=colors)
+        ax.invert_yaxis()
+        ax.set_xlabel("requests per second (uvicorn, 1 worker; wrk, small payload)")
+        ax.set_title("End to end")
+        ax.grid(True, axis="x", alpha=0.3)
+        save(fig, "bench-e2e.png")
+    return written
