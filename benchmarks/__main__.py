@@ -140,6 +140,8 @@ class Measured:
     reason: str = ""
     us: float = 0.0
     rounds: list[float] = field(default_factory=list)
+    cpu_us: float = 0.0
+    cpu_rounds: list[float] = field(default_factory=list)
     n: int = 0
     body_bytes: int = 0
 
@@ -187,12 +189,13 @@ class Side:
         n: int = self.worker.call({"op": "calibrate", "key": key, "target_s": target_s})["n"]
         return n
 
-    async def run(self, key: str, n: int) -> float:
+    async def run(self, key: str, n: int) -> tuple[float, float]:
+        """(wall, CPU) µs per request."""
         if self.driver is not None:
-            return await self.driver.run(key, n)
+            return await self.driver.timed(key, n)
         assert self.worker is not None
-        us: float = self.worker.call({"op": "run", "key": key, "n": n})["us"]
-        return us
+        answer = self.worker.call({"op": "run", "key": key, "n": n})
+        return float(answer["us"]), float(answer["cpu_us"])
 
     async def unload(self, key: str) -> None:
         if self.driver is not None:
@@ -264,7 +267,9 @@ async def measure_group(
             if m.status != "ok":
                 continue
             try:
-                m.rounds.append(await side.run(key, n))
+                wall, cpu = await side.run(key, n)
+                m.rounds.append(wall)
+                m.cpu_rounds.append(cpu)
             except (RuntimeError, WorkerError) as exc:
                 m.status, m.reason = "error", f"{type(exc).__name__}: {exc}"
     for key, side, _ in active:
@@ -272,6 +277,7 @@ async def measure_group(
         m = results[key]
         if m.status == "ok":
             m.us = statistics.median(m.rounds)
+            m.cpu_us = statistics.median(m.cpu_rounds)
     _flush(redis_url)
     return results
 
@@ -543,11 +549,11 @@ def parse_args(argv: list[str]) -> Config:
     return Config(
         quick=quick,
         sizes=sizes,
-        rounds=3 if quick else 11,
-        round_s=0.03 if quick else 0.1,
+        rounds=3 if quick else 21,
+        round_s=0.03 if quick else 0.05,
         e2e=not args.no_e2e,
-        e2e_rounds=1 if quick else 3,
-        e2e_seconds=1 if quick else 4,
+        e2e_rounds=1 if quick else 5,
+        e2e_seconds=1 if quick else 2,
         e2e_connections=16,
         hits_for_commandstats=100 if quick else 500,
         seed=not args.no_seed,
