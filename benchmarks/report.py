@@ -421,24 +421,28 @@ def plots(raw: dict[str, Any], docs: Path) -> list[str]:
     def clean(label: str) -> str:
         return label.replace("*", "")
 
-    # 1. per-request cost by payload size
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    # 1. per-request cost by payload size: wall time and CPU time side by side
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.8), sharey=True)
     xs = [raw["payload_bytes"][s] for s in sizes]
-    for key in PLOT_ROWS:
-        ys = [_us(raw, s, groups[key], key) for s in sizes]
-        if all(y is None for y in ys):
-            continue
-        pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
-        style = "-o" if key.startswith(("ours", "floor")) else "--s"
-        width = 2.5 if key.startswith("ours") else 1.2
-        ax.plot(*zip(*pts, strict=True), style, label=clean(LABELS[key]), linewidth=width)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("payload (bytes of JSON)")
-    ax.set_ylabel("µs per request (in process, median)")
-    ax.set_title("Per-request cost by payload size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, metric, title in (
+        (axes[0], "us", "wall time"),
+        (axes[1], "cpu_us", "CPU time of the process"),
+    ):
+        for key in PLOT_ROWS:
+            ys = [_us(raw, s, groups[key], key, metric) for s in sizes]
+            pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+            if not pts:
+                continue
+            style = "-o" if key.startswith(("ours", "floor")) else "--s"
+            width = 2.5 if key.startswith("ours") else 1.2
+            ax.plot(*zip(*pts, strict=True), style, label=clean(LABELS[key]), linewidth=width)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("payload (bytes of JSON)")
+        ax.set_title(f"per request, in process ({title}, median)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("µs per request")
+    axes[1].legend(fontsize=8, loc="upper left")
     save(fig, "bench-cost-by-size.png")
 
     # 2. ratio to the floor
