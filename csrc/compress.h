@@ -4,8 +4,19 @@
 
 #include "common.h"
 
+#include <zstd.h>
+
+/* Contexts kept for reuse. A call takes one out of the pool while holding the
+ * GIL and puts it back after, so the GIL can be released around the work
+ * without two threads ever sharing a context; a call that finds the pool
+ * empty creates one, and a context that finds the pool full is freed. */
+#define CM_ZSTD_POOL 4
+
 typedef struct {
-    int reserved; /* per-thread contexts live here (see compress.c) */
+    ZSTD_CCtx *cctx[CM_ZSTD_POOL];
+    int ncctx;
+    ZSTD_DCtx *dctx[CM_ZSTD_POOL];
+    int ndctx;
 } cm_compress_state;
 
 /* Compress n bytes into a new bytes object (a complete zstd frame). */

@@ -23,6 +23,15 @@ FRESH: Final[int]  # 0
 STALE: Final[int]  # 1: past ttl, inside grace: servable while one refresher recomputes
 EXPIRED: Final[int]  # 2: past ttl + grace: a miss
 
+# The stored entry (docs/entry-format.md).
+ENTRY_FORMAT_VERSION: Final[int]  # 1: read_entry returns None for any other version
+ENTRY_MAX_BODY: Final[int]  # 67108864: largest body write_entry takes and read_entry returns
+
+# The in-process store: what one item costs beyond len(key) + len(value), and how many
+# least recently used items set() looks at for expired ones before evicting live ones.
+STORE_ITEM_OVERHEAD: Final[int]  # 64
+STORE_EXPIRED_SCAN: Final[int]  # 8
+
 class MalformedError(ValueError):
     """Raised by the decoders on bytes that are not a valid encoding."""
 
@@ -31,6 +40,11 @@ def packb(obj: object, /) -> bytes: ...
 def unpackb(data: Buffer, /) -> Any: ...
 
 # --- zstd (csrc/compress.c) ---------------------------------------------------------------
+# decompress accepts exactly one zstd frame and raises MalformedError on anything else
+# (skippable-only, several frames, trailing bytes, truncation) and on content > max_size.
+ZSTD_MIN_LEVEL: Final[int]  # ZSTD_minCLevel(), -131072
+ZSTD_MAX_LEVEL: Final[int]  # ZSTD_maxCLevel(), 22; compress raises ValueError outside
+
 def compress(data: Buffer, /, level: int = 3) -> bytes: ...
 def decompress(data: Buffer, /, max_size: int = 67108864) -> bytes: ...
 
@@ -48,16 +62,36 @@ class KeySpec:
     params and Vary). cookie_names: declared Cookie() params and varied cookies.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         prefix: str,
         route: str,
         query_names: Sequence[str] | None,
         header_names: Sequence[str] = (),
         cookie_names: Sequence[str] = (),
-    ) -> None: ...
+    ) -> KeySpec: ...
     @property
     def prefix(self) -> str: ...
+    @property
+    def route(self) -> str: ...
+    @property
+    def query_names(self) -> tuple[str, ...] | None: ...
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """The header names, ASCII lower-cased."""
+    @property
+    def cookie_names(self) -> tuple[str, ...]: ...
+
+def key_material(
+    spec: KeySpec,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    headers: Sequence[tuple[bytes, bytes]],
+    cookies: Mapping[str, str] | None = None,
+    /,
+) -> bytes:
+    """The canonical encoding that build_key hashes (format: csrc/key.c, docs/design.md)."""
 
 def build_key(
     spec: KeySpec,
@@ -88,6 +122,11 @@ class Entry:
     created: float
     tags: list[str]
 
+# status 100..999; created finite; ttl, grace, compute_ms finite and >= 0; fingerprint
+# 0 or 8 bytes; compression COMPRESS_*; min_size >= 0; level -131072..22; body at most
+# ENTRY_MAX_BODY bytes: ValueError otherwise (TypeError for wrong types).
+# COMPRESS_SMART compresses a body of at least min_size bytes and keeps the frame only when
+# it is smaller than the body; COMPRESS_ALL always stores a zstd frame.
 def write_entry(
     *,
     status: int,
@@ -107,12 +146,24 @@ def write_entry(
     """Encode one entry. etag=None computes a strong ETag from a BLAKE2b of the body."""
 
 def read_entry(data: Buffer, now: float, fingerprint: bytes | None = None, /) -> Entry | None:
-    """Decode an entry; None for anything malformed, foreign, newer or of another key."""
+    """Decode an entry; None for anything malformed, foreign, newer or of another key.
+
+    With a fingerprint, an entry stored with another one (or with none) is None.
+    Raises only TypeError for a data that is not a buffer or a fingerprint that is not bytes.
+    """
 
 def body_etag(body: Buffer, /) -> bytes:
     """The strong ETag write_entry stores for this body, quotes included."""
 
 # --- freshness and refresh decisions (csrc/refresh.c) -------------------------------------
+# The rule: docs/design.md, "Refresh rule". Arguments are float or int (TypeError otherwise).
+REFRESH_TTL_FLOOR: Final[float]  # 0.05: the window is never shorter than this part of the ttl
+
+def refresh_window(
+    compute_ms: float, ttl_ms: float, max_planning_ms: float, buffer: float, /
+) -> float:
+    """ms before expiry from which refresh_due fires: max(b*c + min(3c, P), floor*ttl)."""
+
 def refresh_due(
     compute_ms: float,
     remaining_ms: float,
@@ -126,13 +177,27 @@ def xfetch_due(compute_ms: float, remaining_ms: float, beta: float, u: float, /)
 # --- the in-process store (csrc/store.c) --------------------------------------------------
 @final
 class MemoryStore:
-    """A bounded map bytes -> bytes with per-item expiry, a byte budget and LRU eviction."""
+    """A bounded map bytes -> bytes with per-item expiry, a byte budget and LRU eviction.
 
-    def __init__(self, max_bytes: int = 67108864) -> None: ...
-    def get(self, key: bytes, now: float, /) -> bytes | None: ...
-    def set(self, key: bytes, value: bytes, expires_at: float, now: float, /) -> None: ...
-    def add(self, key: bytes, value: bytes, expires_at: float, now: float, /) -> bool: ...
-    def delete(self, key: bytes, /) -> bool: ...
+    Keys and values are exact bytes (TypeError otherwise). An item costs len(key) +
+    len(value) + STORE_ITEM_OVERHEAD bytes; it is expired when expires_at <= now.
+    len() counts expired items not yet dropped; evictions counts live items evicted for
+    room (expired ones dropped on the way are not counted). Thread safety comes from the
+    GIL: no method releases it, so each one runs atomically.
+    """
+
+    def __new__(cls, max_bytes: int = 67108864) -> MemoryStore: ...
+    def get(self, key: bytes, now: float, /) -> bytes | None:
+        """The value (now the most recent item), or None; drops an expired item."""
+    def get_with_expiry(self, key: bytes, now: float, /) -> tuple[bytes, float] | None:
+        """Like get, with the item's expires_at."""
+    def set(self, key: bytes, value: bytes, expires_at: float, now: float, /) -> None:
+        """Store (replacing); a value too large for max_bytes is not stored (and the old
+        one under that key is gone)."""
+    def add(self, key: bytes, value: bytes, expires_at: float, now: float, /) -> bool:
+        """Store only if the key is absent or expired; True if stored."""
+    def delete(self, key: bytes, /) -> bool:
+        """Remove the item (expired or not); True if there was one."""
     def clear(self) -> None: ...
     def __len__(self) -> int: ...
     @property

@@ -49,3 +49,5 @@ class BaseCacheSettings(BaseSettings):
     lock_wait_timeout: float | None = Field(default=None, gt=0)  # None: ttl_lock_seconds
     memory_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_entry_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    # seconds CacheSetup.close() lets background work (refreshes) finish before cancelling it
+    close_timeout: float = Field(default=5.0, ge=0)

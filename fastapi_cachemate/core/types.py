@@ -15,7 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-__all__ = ["Backend", "ByPass", "CompressionMode", "LockManager"]
+__all__ = [
+    "Backend",
+    "ByPass",
+    "CoderManager",
+    "CompressManager",
+    "CompressionMode",
+    "LockManager",
+]
 
 CompressionMode = Literal["all", "smart", "disabled"]
 
@@ -85,3 +92,32 @@ class LockManager(ABC):
     async def extend(self, key: bytes, token: str, ttl_ms: int) -> bool:
         """Push the lock's expiry to ttl_ms from now if token still owns it."""
         return False
+
+
+# --- the seed's serialisation interfaces, kept so that imports of them keep working ---------
+# Entries are MessagePack + zstd written by the native core; CacheSetup.setup() accepts a
+# coder_manager and a compress_manager for compatibility and does not use them.
+
+
+class CoderManager(ABC):
+    """The seed's value coder interface (accepted by CacheSetup.setup(), not used)."""
+
+    @abstractmethod
+    def encode(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    @abstractmethod
+    def decode(self, data: bytes) -> Any:
+        raise NotImplementedError
+
+
+class CompressManager(ABC):
+    """The seed's compression interface (accepted by CacheSetup.setup(), not used)."""
+
+    @abstractmethod
+    def compress(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    @abstractmethod
+    def decompress(self, data: bytes) -> bytes:
+        raise NotImplementedError

@@ -38,11 +38,14 @@ def test_random_inputs_match_hashlib(data: bytes, key: bytes, size: int) -> None
     assert _native.blake2b(memoryview(data), digest_size=size, key=bytearray(key)) == expected
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"digest_size": 0}, "digest_size"),
-    ({"digest_size": 65}, "digest_size"),
-    ({"key": b"x" * 65}, "key"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"digest_size": 0}, "digest_size"),
+        ({"digest_size": 65}, "digest_size"),
+        ({"key": b"x" * 65}, "key"),
+    ],
+)
 def test_bad_arguments(kernels: ModuleType, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         kernels.blake2b(b"data", **kwargs)

@@ -1,0 +1,1 @@
+"""Backends: RedisBackend (shared, redis.asyncio) and MemoryBackend (in process)."""
