@@ -267,6 +267,12 @@ def versions(names: list[str]) -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "-"
+    try:
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:
+        pass
+    else:
+        out["redis-py parser"] = "hiredis" if HIREDIS_AVAILABLE else "pure Python"
     return out
 
 
