@@ -3,6 +3,15 @@
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.settings import MAX_LOCK_TTL_SECONDS, BaseCacheSettings
 
-__all__ = ["MAX_LOCK_TTL_SECONDS", "BaseCacheSettings", "CacheSetup", "__version__"]
+from fastapi_cachemate.cache import cache_response, is_bypass  # isort: skip  (after CacheSetup)
+
+__all__ = [
+    "MAX_LOCK_TTL_SECONDS",
+    "BaseCacheSettings",
+    "CacheSetup",
+    "__version__",
+    "cache_response",
+    "is_bypass",
+]
 
 __version__ = "0.2.0"

@@ -1,0 +1,1 @@
+"""Example apps (``make run`` serves examples/app.py)."""

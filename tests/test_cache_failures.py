@@ -1,0 +1,196 @@
+"""The cache never breaks a request: bad entries, a dead backend, unstorable responses, no setup."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from fastapi_cachemate import cache as cache_module
+from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate._keyspec import RouteKeyer
+from fastapi_cachemate.cache_setup import CacheSetup
+from fastapi_cachemate.core.backends.redis import RedisBackend
+from tests.apps import build_app, client_for, served
+from tests.fixtures_cache import (  # noqa: F401 - fixtures
+    AppFactory,
+    app_factory_fixture,
+    backend_kind_fixture,
+)
+from tests.servers import RedisServer
+
+STATUS = "x-cache-status"
+
+
+def key_of(app: FastAPI, route_path: str, url_path: str) -> tuple[bytes, bytes]:
+    """The (key, fingerprint) the decorator uses for a GET of url_path on that route."""
+    route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == route_path)
+    return RouteKeyer.for_route(route, prefix=CacheSetup.prefix()).key_for(path=url_path)
+
+
+def _entry(fingerprint: bytes, **overrides: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "status": 200,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+        "body": b"{}",
+        "created": time.time(),
+        "ttl": 60.0,
+        "fingerprint": fingerprint,
+    }
+    fields.update(overrides)
+    blob: bytes = kernels.write_entry(**fields)
+    return blob
+
+
+BAD_ENTRIES: dict[str, Callable[[bytes], bytes]] = {
+    "garbage": lambda fp: b"\x00garbage\xff" * 3,
+    "empty": lambda fp: b"",
+    "truncated": lambda fp: _entry(fp)[:-7],
+    "bit-flipped": lambda fp: bytes([_entry(fp)[0] ^ 0x40]) + _entry(fp)[1:],
+    "foreign fingerprint": lambda fp: _entry(b"\x01" * 8),
+    "no fingerprint": lambda fp: _entry(b""),
+    "expired": lambda fp: _entry(fp, created=time.time() - 3600),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ENTRIES))
+async def test_bad_bytes_at_the_key_are_a_miss_and_get_overwritten(
+    app_factory: AppFactory, case: str
+) -> None:
+    app = app_factory()
+    async with served(app) as client:
+        key, fingerprint = key_of(app, "/async/{item_id}", "/async/9")
+        backend = CacheSetup.backend()
+        await backend.store(key, BAD_ENTRIES[case](fingerprint), 60_000)
+        response = await client.get("/async/9")
+        assert response.status_code == 200
+        assert response.headers[STATUS] == "MISS"
+        assert response.json() == {"item_id": 9, "q": None}
+        stored = await backend.fetch(key)
+        assert stored is not None
+        entry = kernels.read_entry(stored, time.time(), fingerprint)
+        assert entry is not None
+        assert entry.body == response.content
+        again = await client.get("/async/9")
+        assert again.headers[STATUS] == "HIT"
+    assert app.state.calls["async"] == 1
+
+
+@pytest.mark.redis
+async def test_the_decorator_uses_the_keyers_key(redis_server: RedisServer) -> None:
+    """key_of() above computes what the decorator stores (checked on Redis's keyspace)."""
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
+    await client.flushdb()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        CacheSetup.setup(backend=RedisBackend(client), prefix="keycheck")
+        yield
+        await CacheSetup.reset()
+
+    app = build_app(lifespan)
+    async with served(app) as http:
+        assert (await http.get("/async/4")).headers[STATUS] == "MISS"
+        stored = await client.keys("keycheck:*")
+        assert stored == [key_of(app, "/async/{item_id}", "/async/4")[0]]
+
+
+@pytest.mark.redis
+async def test_backend_stopped_the_endpoint_answers(
+    redis_process: RedisServer, clean_cache_setup: None
+) -> None:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # No client retries: redis-py's default retries with backoff (about 4 s a call);
+        # bounding that is the circuit breaker's job (issue 5), not this test's.
+        client = aioredis.Redis(
+            host=redis_process.host,
+            port=redis_process.port,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), retries=0),
+        )
+        CacheSetup.setup(backend=RedisBackend(client))
+        yield
+        await CacheSetup.close()
+
+    app = build_app(lifespan)
+    async with served(app) as client:
+        assert (await client.get("/model/1")).headers[STATUS] == "MISS"
+        assert (await client.get("/model/1")).headers[STATUS] == "HIT"
+        redis_process.stop()
+        for _ in range(2):
+            down = await client.get("/model/1")
+            assert down.status_code == 200
+            assert down.headers[STATUS] == "MISS"
+            assert down.json() == {"id": 1, "name": "item 1"}
+        redis_process.start()
+        assert (await client.get("/model/1")).headers[STATUS] == "MISS"
+        assert (await client.get("/model/1")).headers[STATUS] == "HIT"
+    assert app.state.calls["model"] == 4
+
+
+async def test_too_large_to_store_is_served_not_stored(app_factory: AppFactory) -> None:
+    app = app_factory(max_entry_bytes=1000)
+    async with served(app) as client:
+        for _ in range(2):
+            response = await client.get("/big")
+            assert response.status_code == 200
+            assert response.headers[STATUS] == "MISS"
+            assert len(response.content) == 50_000
+        assert (await client.get("/json")).headers[STATUS] == "MISS"
+        assert (await client.get("/json")).headers[STATUS] == "HIT"
+    assert app.state.calls["big"] == 2
+
+
+async def test_encoding_error_skips_the_store(
+    app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(**_: Any) -> bytes:
+        raise ValueError("cannot encode this entry")
+
+    app = app_factory()
+    async with served(app) as client:
+        monkeypatch.setattr(kernels, "write_entry", refuse)
+        for _ in range(2):
+            response = await client.get("/async/1")
+            assert response.status_code == 200
+            assert response.headers[STATUS] == "MISS"
+    assert app.state.calls["async"] == 2
+
+
+async def test_decorator_before_setup_answers_and_logs_once(
+    clean_cache_setup: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module._Unconfigured, "logged", False)
+    app = build_app(lifespan=None)
+    caplog.set_level(logging.WARNING, logger="fastapi_cachemate.cache")
+    async with client_for(app) as client:
+        for url in ("/async/1", "/async/1", "/model/2", "/json"):
+            response = await client.get(url)
+            assert response.status_code == 200
+            assert STATUS not in response.headers
+        assert (await client.get("/model/2")).json() == {"id": 2, "name": "item 2"}
+    assert app.state.calls["async"] == 2
+    warnings = [r for r in caplog.records if "CacheSetup.setup()" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_after_close_answers_from_the_endpoint(clean_cache_setup: None) -> None:
+    app = build_app(lifespan=None)
+    CacheSetup.setup()
+    async with client_for(app) as client:
+        assert (await client.get("/async/1")).headers[STATUS] == "MISS"
+        await CacheSetup.close()
+        after = await client.get("/async/1")
+        assert after.status_code == 200
+        assert STATUS not in after.headers
+    assert app.state.calls["async"] == 2
