@@ -259,6 +259,10 @@ def _targets(raw: dict[str, Any]) -> tuple[str, list[bool]]:
             ok = b / a >= TARGET_SPEEDUP
             missed.append(not ok)
             by = "" if ok else f", short by {TARGET_SPEEDUP - b / a:.2f}x"
+            # the most ours could reach: the peer's cost over our floor + GET
+            floor = _us(raw, size, "redis", "floor_redis")
+            if floor:
+                by += f"; ceiling at the floor + GET: {b / floor:.2f}x"
             cpu = f"{cb / ca:.2f}x ({'met' if cb / ca >= TARGET_SPEEDUP else 'missed'})"
             rows.append([name, size, _verdict(ok, f"{b / a:.2f}x{by}"), cpu])
     e2e = raw["e2e"]
