@@ -240,7 +240,7 @@ class Driver:
         for key in list(self.loaded):
             await self.unload(key)
 
-    async def profile(self, key: str, n: int, limit: int = 30) -> str:
+    async def profile(self, key: str, n: int, limit: int = 25) -> str:
         """cProfile of n requests of a loaded scenario (sorted by own time), as text."""
         import cProfile
         import io

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,12 @@ def _versions(raw: dict[str, Any]) -> str:
     return _table(["package", "our venv (.venv)", "seed venv (build/bench-venvs/seed)"], rows)
 
 
+def _short_paths(text: str) -> str:
+    """pstats lines without the long directory prefixes."""
+    text = re.sub(r"/\S*/(site-packages|lib/python3\.\d+)/", "", text.strip("\n"))
+    return re.sub(r"/\S*/(fastapi_cachemate|benchmarks)/", r"\1/", text)
+
+
 def _busy_note(mach: dict[str, Any]) -> str:
     try:
         load = float(str(mach.get("load_start", "")).split(" / ")[0])
@@ -336,6 +343,7 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
                 ["Python", f"{mach['implementation']} {mach['python']}"],
                 ["redis-server", str(mach.get("redis-server", "?"))],
                 ["wrk", str(mach.get("wrk", "missing"))],
+                ["niceness of the run", str(mach.get("niceness", "?"))],
                 [
                     "load average (1/5/15 min)",
                     f"{mach.get('load_start', '?')} at the start, "
@@ -386,11 +394,16 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
     if raw["profiles"]:
         parts.append(
             "\n## Profile of our hit path\n\n"
-            "cProfile of the small-payload hits (sorted by own time); what the hit costs over "
-            "the floor is here.\n"
+            "cProfile of hits (sorted by own time; cProfile inflates Python calls and hides "
+            "C work inside the calls that run it): what a hit costs over the floor is here. "
+            "For a sampling profile with the C frames: `python -m benchmarks.profile_hit "
+            "ours_memory --loop 30` and `py-spy record --native -p PID` (or `perf record -g`).\n"
         )
-        for key, text in raw["profiles"].items():
-            parts.append(f"\n### {LABELS[key]}\n\n```\n{text.strip()}\n```\n")
+        for name, text in raw["profiles"].items():
+            key, _, size = name.partition("/")
+            parts.append(
+                f"\n### {LABELS.get(key, key)}, {size} payload\n\n```\n{_short_paths(text)}\n```\n"
+            )
     if raw["codecs"]:
         parts.append("\n## Codecs\n")
         for name, text in raw["codecs"].items():
