@@ -392,7 +392,8 @@ def measure_e2e(
         for r in range(cfg.e2e_rounds):
             shift = r % max(1, len(keys))
             for key in keys[shift:] + keys[:shift]:
-                res = e2e.run_wrk(servers[key].url, cfg.e2e_seconds, cfg.e2e_connections)
+                server = servers[key]
+                res = e2e.run_wrk(server.url, cfg.e2e_seconds, cfg.e2e_connections, server)
                 out[key]["rounds"].append(res.__dict__)
         for key in keys:
             rounds = out[key]["rounds"]
@@ -400,6 +401,8 @@ def measure_e2e(
             out[key]["p50_ms"] = statistics.median(x["p50_ms"] for x in rounds)
             out[key]["p99_ms"] = statistics.median(x["p99_ms"] for x in rounds)
             out[key]["errors"] = sum(x["errors"] for x in rounds)
+            cpu = [x["server_cpu_us"] for x in rounds if x["server_cpu_us"] is not None]
+            out[key]["server_cpu_us"] = statistics.median(cpu) if cpu else None
     finally:
         for server in servers.values():
             server.stop()

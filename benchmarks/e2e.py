@@ -44,6 +44,9 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
+    # CPU time the server process spent per request during the run (µs), when known
+    server_cpu_us: float | None = None
 
 
 def _ms(text: str) -> float:
@@ -55,9 +58,10 @@ def _ms(text: str) -> float:
 
 def parse_wrk(output: str) -> WrkResult:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
     p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
-    if rps is None or p50 is None or p99 is None:
+    if rps is None or p50 is None or p99 is None or total is None:
         raise ValueError(f"cannot parse wrk output:\n{output}")
     errors = 0
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
@@ -68,10 +72,13 @@ def parse_wrk(output: str) -> WrkResult:
     )
     if sock:
         errors += sum(int(g) for g in sock.groups())
-    return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors)
+    return WrkResult(
+        float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors, int(total.group(1))
+    )
 
 
-def run_wrk(url: str, duration_s: int, connections: int) -> WrkResult:
+def run_wrk(url: str, duration_s: int, connections: int, server: Server | None = None) -> WrkResult:
+    """wrk against url; with server, also the server's CPU time per request."""
     wrk = wrk_path()
     if wrk is None:
         raise RuntimeError("wrk is missing")
@@ -86,8 +93,14 @@ def run_wrk(url: str, duration_s: int, connections: int) -> WrkResult:
         "--latency",
         url,
     ]
+    cpu0 = server.cpu_seconds() if server is not None else None
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration_s + 30)
-    return parse_wrk(out.stdout)
+    result = parse_wrk(out.stdout)
+    if server is not None and cpu0 is not None and result.requests:
+        cpu1 = server.cpu_seconds()
+        if cpu1 is not None:
+            result.server_cpu_us = (cpu1 - cpu0) * 1e6 / result.requests
+    return result
 
 
 class Server:
@@ -142,6 +155,16 @@ class Server:
                 headers = {k.lower(): v for k, v in resp.headers.items()}
             time.sleep(0.01)
         return headers
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the server process so far (Linux /proc), or None."""
+        try:
+            stat = Path(f"/proc/{self._proc.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def log(self) -> str:
         self._log.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,7 @@ def _inproc_tables(raw: dict[str, Any], metric: str) -> str:
         for size in sizes:
             m = _m(raw, size, group, key)
             if m is not None and m["status"] == "ok":
-                lo, hi = min(m[rounds_key]), max(m[rounds_key])
-                spread = (hi - lo) / 2 / m[metric] * 100
+                spread = _spread(m[rounds_key]) / m[metric] * 100
                 cells.append(f"{_fmt_us(m[metric])} ±{spread:.0f}%")
             else:
                 cells.append(_na(raw, size, group, key))
@@ -173,7 +173,7 @@ def _inproc_tables(raw: dict[str, Any], metric: str) -> str:
         + f"\nA miss on Redis costs {', '.join(miss)} (by size) of the uncached endpoint "
         "(compute + render + one GET + one SET).\n"
         + f"\n#### Absolute per-request cost (µs of {what}, median of rounds; "
-        "± half the min-max spread)\n\n" + _table(head, us_rows)
+        "± half the interquartile range of the rounds)\n\n" + _table(head, us_rows)
     )
 
 
@@ -199,26 +199,36 @@ def _e2e(raw: dict[str, Any]) -> str:
     if not data:
         return f"Not run: {raw['e2e_note']}.\n"
     floor = data.get("floor", {}).get("rps")
+    floor_cpu = data.get("floor", {}).get("server_cpu_us")
     rows = []
     for key, d in data.items():
         if d["status"] != "ok":
-            rows.append([LABELS[key], d["status"], "", "", "", ""])
+            rows.append([LABELS[key], d["status"], "", "", "", "", "", ""])
             continue
-        ratio = f"{d['rps'] / floor:.2f}x" if floor else "-"
+        cpu = d.get("server_cpu_us")
         rows.append(
             [
                 LABELS[key],
                 f"{d['rps']:,.0f}",
-                ratio,
+                f"{d['rps'] / floor:.2f}x" if floor else "-",
                 f"{d['p50_ms']:.2f}",
                 f"{d['p99_ms']:.2f}",
+                f"{cpu:.0f}" if cpu else "-",
+                f"{cpu / floor_cpu:.2f}x" if cpu and floor_cpu else "-",
                 str(d["errors"]),
             ]
         )
-    return _table(
-        ["scenario (small payload)", "req/s", "req/s / floor's", "p50 ms", "p99 ms", "errors"],
-        rows,
-    )
+    header = [
+        "scenario (small payload)",
+        "req/s",
+        "req/s / floor's",
+        "p50 ms",
+        "p99 ms",
+        "server CPU µs/req",
+        "CPU / floor's",
+        "errors",
+    ]
+    return _table(header, rows)
 
 
 def _verdict(ok: bool | None, text: str) -> str:
@@ -277,7 +287,18 @@ def _targets(raw: dict[str, Any]) -> tuple[str, list[bool]]:
         ok = a / b >= TARGET_E2E
         missed.append(not ok)
         by = "" if ok else f", short by {TARGET_E2E - a / b:.2f}x"
-        rows.append([name, "small", _verdict(ok, f"{a / b:.2f}x{by} (req/s)"), "-"])
+        floor_rps = e2e.get("floor_redis", {}).get("rps")
+        if floor_rps:
+            by += f"; ceiling at the floor + GET: {floor_rps / b:.2f}x"
+        ca = e2e.get(ours, {}).get("server_cpu_us")
+        cb = e2e.get(peer, {}).get("server_cpu_us")
+        fc = e2e.get("floor_redis", {}).get("server_cpu_us")
+        cpu = "-"
+        if ca and cb:
+            cpu = f"{cb / ca:.2f}x less server CPU per request"
+            if fc:
+                cpu += f" (ceiling {cb / fc:.2f}x)"
+        rows.append([name, "small", _verdict(ok, f"{a / b:.2f}x{by} (req/s)"), cpu])
     cs = raw["commandstats"].get("ours_redis", {})
     if cs.get("status") == "ok":
         total = cs["total"]
@@ -297,6 +318,14 @@ def _versions(raw: dict[str, Any]) -> str:
     names = list(dict.fromkeys([*main, *seed]))
     rows = [[n, main.get(n, "-"), seed.get(n, "-")] for n in names]
     return _table(["package", "our venv (.venv)", "seed venv (build/bench-venvs/seed)"], rows)
+
+
+def _spread(rounds: list[float]) -> float:
+    """Half the interquartile range (half the min-max range under 4 rounds)."""
+    if len(rounds) < 4:
+        return (max(rounds) - min(rounds)) / 2
+    q1, _, q3 = statistics.quantiles(rounds, n=4)
+    return (q3 - q1) / 2
 
 
 def _short_paths(text: str) -> str:
@@ -386,7 +415,9 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
     parts += [
         "\n## End to end (uvicorn + wrk, small payload)\n",
         "One uvicorn worker per scenario (uvloop, httptools, `--no-access-log`) on loopback, "
-        "pinned to CPU 1 while wrk runs on CPU 0; medians of the rounds.\n\n",
+        "pinned to CPU 1 while wrk runs on CPU 0; medians of the rounds. The server's CPU "
+        "time per request (from /proc, around each wrk run) is the steadier measure when "
+        "the machine is shared.\n\n",
         _e2e(raw),
     ]
     if plots:
