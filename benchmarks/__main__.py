@@ -41,6 +41,7 @@ from benchmarks.servers import RedisServer
 logger = logging.getLogger("benchmarks")
 
 ROOT = Path(__file__).resolve().parent.parent
+RAW_PATH = ROOT / "build" / "bench-results.json"
 CODEC_MODULES = ("codec_msgpack", "codec_compress", "codec_entry")
 SEED = "seed:"
 
@@ -131,6 +132,7 @@ class Config:
     docs: Path
     command: str
     nice: int
+    from_json: Path | None
 
 
 @dataclass
@@ -549,6 +551,11 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument("--no-codecs", action="store_true", help="skip benchmarks/codec_*.py")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help=f"only re-render the report from a run's raw numbers (e.g. {RAW_PATH})",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=-10,
@@ -579,28 +586,35 @@ def parse_args(argv: list[str]) -> Config:
         docs=out.parent,
         command=command,
         nice=args.nice,
+        from_json=Path(args.from_json) if args.from_json else None,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s")
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    if cfg.nice and os.geteuid() == 0:
-        # inherited by redis-server, the seed's worker, uvicorn and wrk
-        os.nice(cfg.nice)
-    results = asyncio.run(main_async(cfg))
-    raw = _results_json(results)
-    raw_path = ROOT / "build" / "bench-results.json"
-    raw_path.parent.mkdir(exist_ok=True)
-    raw_path.write_text(json.dumps(raw, indent=1))
+    if cfg.from_json is not None:
+        # re-render the report of an earlier run (after a change to report.py)
+        raw = json.loads(cfg.from_json.read_text())
+        config = raw.get("config") or _config_json(parse_args([]))
+    else:
+        if cfg.nice and os.geteuid() == 0:
+            # inherited by redis-server, the seed's worker, uvicorn and wrk
+            os.nice(cfg.nice)
+        results = asyncio.run(main_async(cfg))
+        raw = _results_json(results)
+        config = raw["config"] = _config_json(cfg)
+        RAW_PATH.parent.mkdir(exist_ok=True)
+        RAW_PATH.write_text(json.dumps(raw, indent=1))
     cfg.docs.mkdir(parents=True, exist_ok=True)
     plots = report.plots(raw, cfg.docs)
-    text = report.markdown(raw, cfg.__dict__, plots)
-    cfg.out.write_text(text)
-    logger.info(
-        "wrote %s, %s and %s in %.0f s", cfg.out, ", ".join(plots), raw_path, results.duration_s
-    )
+    cfg.out.write_text(report.markdown(raw, config, plots))
+    logger.info("wrote %s and %s (raw numbers: %s)", cfg.out, ", ".join(plots), RAW_PATH)
     return 0
+
+
+def _config_json(cfg: Config) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()}
 
 
 if __name__ == "__main__":
