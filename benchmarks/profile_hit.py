@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -37,9 +38,10 @@ async def _main(args: argparse.Namespace, redis_url: str) -> None:
                 us = await driver.run("p", 2000)
             print(f"last batch: {us:.1f} µs per request")
             return
+        gc.collect()
         profiler = cProfile.Profile()
         profiler.enable()
-        us = await driver.run("p", args.n)
+        us, _ = await driver.timed("p", args.n, collect=False)
         profiler.disable()
         buf = io.StringIO()
         pstats.Stats(profiler, stream=buf).sort_stats(args.sort).print_stats(args.limit)
