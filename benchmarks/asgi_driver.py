@@ -24,16 +24,20 @@ import json
 import os
 import sys
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-import app_scenarios  # noqa: E402
+if TYPE_CHECKING:
+    from benchmarks import app_scenarios
+else:  # a top-level module: the same file in our venv and in the seed's
+    import app_scenarios
 
-__all__ = ["Driver", "Loaded"]
+__all__ = ["Driver", "Loaded", "app_scenarios", "versions"]
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _REQUEST = {"type": "http.request", "body": b"", "more_body": False}
@@ -109,7 +113,7 @@ class _Recorder:
         self.headers: dict[str, str] = {}
         self.body = bytearray()
 
-    async def __call__(self, message: dict[str, Any]) -> None:
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = {k.decode().lower(): v.decode() for k, v in message["headers"]}
@@ -197,7 +201,7 @@ class Driver:
             loaded.next_id += n
         bad = 0
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             nonlocal bad
             if message["type"] == "http.response.start" and message["status"] != 200:
                 bad += 1
