@@ -364,6 +364,14 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
         f"Rounds per scenario: {cfg['rounds']} of about {cfg['round_s'] * 1000:.0f} ms each "
         f"(in process); end to end: {cfg['e2e_rounds']} x {cfg['e2e_seconds']} s of wrk per "
         f"scenario, {cfg['e2e_connections']} connections, 1 thread.\n",
+        "Also: `make bench BENCH_ARGS=--quick` (about a minute), `--sizes small`, `--no-e2e`, "
+        "`--no-seed`, `--from-json build/bench-results.json` (re-render this page from the raw "
+        "numbers of the last run); `python -m benchmarks.profile_hit SCENARIO` profiles one "
+        "scenario's request path.\n",
+        "How to read it: every scenario serves the same document through the same route; the "
+        "floor is the least a cached answer can cost in FastAPI, so `1.00x` is the best any "
+        "cache can do. Wall time is what a request takes; CPU time is what it costs the "
+        "process, steadier when other work shares the machine.\n",
         "## Machine\n",
         _table(
             ["", ""],
