@@ -20,7 +20,7 @@ typedef struct {
 
 static const cm_concern concerns[] = {
     CONCERN(blake2b), CONCERN(compress), CONCERN(msgpack), CONCERN(key),
-    CONCERN(entry),   CONCERN(refresh),  CONCERN(store),
+    CONCERN(entry),   CONCERN(refresh),  CONCERN(store),   CONCERN(stats),
 };
 
 #define N_CONCERNS (sizeof concerns / sizeof concerns[0])

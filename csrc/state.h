@@ -10,6 +10,7 @@
 #include "key.h"
 #include "msgpack.h"
 #include "refresh.h"
+#include "stats.h"
 #include "store.h"
 
 struct cm_state {
@@ -19,6 +20,7 @@ struct cm_state {
     cm_key_state key;
     cm_entry_state entry;
     cm_store_state store;
+    cm_stats_state stats;
 };
 
 extern PyModuleDef cm_module_def;

@@ -37,9 +37,11 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 import redis.exceptions
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fastapi_cachemate import _log, metrics
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
 from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass, unstorable_reason
@@ -52,6 +54,7 @@ from fastapi_cachemate.settings import BaseCacheSettings
 __all__ = ["CacheStatuses", "cache_response", "is_bypass"]
 
 logger = logging.getLogger(__name__)
+_backend_health = _log.BackendHealth(logger)  # one record when it is lost, one when back
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -250,6 +253,7 @@ class _Plan(NamedTuple):
     prefix: str
     keyer: RouteKeyer | None  # None: this route cannot be keyed (logged once), not cached
     renderer: RouteRenderer
+    stats: metrics.EndpointStats  # the route's counters (metrics.endpoint_name)
 
 
 class _Slot(NamedTuple):
@@ -259,6 +263,7 @@ class _Slot(NamedTuple):
     settings: BaseCacheSettings
     key: bytes
     fingerprint: bytes
+    stats: metrics.EndpointStats
 
 
 class _Unconfigured:
@@ -311,16 +316,20 @@ class _CachedEndpoint:
         settings = CacheSetup.settings()
         refusal = decide(request, CacheSetup.bypass(), settings)
         if refusal is not None:
-            return await self._uncached(refusal, sub_response, args, kwargs)
+            stats = self._stats(self._plan(request))
+            return await self._uncached(refusal, stats, sub_response, args, kwargs)
         plan = self._plan(request)
         if plan is None or plan.keyer is None:
-            return await self._uncached(CacheStatuses.CACHE_NOT, sub_response, args, kwargs)
+            stats = self._stats(plan)
+            return await self._uncached(CacheStatuses.CACHE_NOT, stats, sub_response, args, kwargs)
         keyed = _key(plan.keyer, request)
         if keyed is None:
-            return await self._uncached(CacheStatuses.CACHE_BYPASS, sub_response, args, kwargs)
-        slot = _Slot(CacheSetup.backend(), settings, *keyed)
+            bypass = CacheStatuses.CACHE_BYPASS
+            return await self._uncached(bypass, plan.stats, sub_response, args, kwargs)
+        slot = _Slot(CacheSetup.backend(), settings, *keyed, plan.stats)
         entry = _decode(await _lookup(slot), slot)
         if entry is not None:
+            slot.stats.hit()
             return _hit(entry, sub_response, self._ttl)
         return await self._miss(plan, slot, sub_response, args, kwargs)
 
@@ -335,9 +344,14 @@ class _CachedEndpoint:
         prefix = CacheSetup.prefix()
         plan = self._plans.get(id(route))
         if plan is None or plan.route is not route or plan.prefix != prefix:
-            plan = _Plan(route, prefix, self._keyer(route, prefix), RouteRenderer(route))
+            stats = metrics.endpoint(metrics.endpoint_name(route))
+            plan = _Plan(route, prefix, self._keyer(route, prefix), RouteRenderer(route), stats)
             self._plans[id(route)] = plan
         return plan
+
+    def _stats(self, plan: _Plan | None) -> metrics.EndpointStats:
+        """The plan's counters, or (a request without an APIRoute) the endpoint's name's."""
+        return plan.stats if plan is not None else metrics.endpoint(self._name)
 
     def _keyer(self, route: Any, prefix: str) -> RouteKeyer | None:
         try:
@@ -355,10 +369,15 @@ class _CachedEndpoint:
     async def _uncached(
         self,
         status: CacheStatuses,
+        stats: metrics.EndpointStats,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        if status is CacheStatuses.CACHE_BYPASS:
+            stats.bypass()
+        else:
+            stats.no_cache()
         result = await self.call(args, kwargs)
         value = _STATUS_VALUES[status]
         if not isinstance(result, Response):
@@ -380,8 +399,14 @@ class _CachedEndpoint:
         # Headers already on the injected response were set by this request's dependencies:
         # they run on every request, so they are not part of the entry.
         dependency_headers = list(sub_response.raw_headers)
-        result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
+        slot.stats.miss()
+        try:
+            result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
+        except Exception as exc:  # the endpoint's own error: it propagates, nothing stored
+            slot.stats.not_stored(_raised_reason(exc))
+            raise
         if rendered is None:  # streaming or file: passed through, never stored
+            slot.stats.not_stored(metrics.REASON_STREAMING)
             result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
             return result
         stored_headers = without_headers(rendered.raw_headers, dependency_headers)
@@ -403,6 +428,11 @@ class _CachedEndpoint:
         return result, rendered, (time.perf_counter() - started) * 1000.0
 
 
+def _raised_reason(exc: Exception) -> int:
+    """The not-stored reason of an endpoint that raised: an HTTPException's is its status."""
+    return metrics.REASON_STATUS if isinstance(exc, HTTPException) else metrics.REASON_ERROR
+
+
 def _log_unconfigured() -> None:
     if not _Unconfigured.logged:
         _Unconfigured.logged = True
@@ -422,10 +452,14 @@ def _key(keyer: RouteKeyer, request: Request) -> tuple[bytes, bytes] | None:
 
 async def _lookup(slot: _Slot) -> bytes | None:
     try:
-        return await slot.backend.fetch(slot.key)
+        raw = await slot.backend.fetch(slot.key)
     except BACKEND_ERRORS as exc:
-        logger.warning("cache: backend fetch failed for %r (%s): a miss", slot.key, exc)
+        slot.stats.backend_error()
+        _backend_health.failed(exc, "fetch", key=slot.key, endpoint=slot.stats.name)
         return None
+    if _backend_health.down:
+        _backend_health.recovered("fetch", key=slot.key, endpoint=slot.stats.name)
+    return raw
 
 
 def _decode(raw: bytes | None, slot: _Slot) -> Any:
@@ -434,7 +468,11 @@ def _decode(raw: bytes | None, slot: _Slot) -> Any:
         return None
     entry = kernels.read_entry(raw, time.time(), slot.fingerprint)
     if entry is None:
-        logger.warning("cache: unreadable or foreign entry at %r: a miss, overwritten", slot.key)
+        logger.warning(
+            "cache: unreadable or foreign entry at %r: a miss, overwritten",
+            slot.key,
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason="unreadable"),
+        )
         return None
     # STALE (inside the grace window) is the refresh path's (issue 5); EXPIRED is a miss.
     if entry.state != kernels.FRESH:
@@ -469,7 +507,13 @@ async def _save(
     """Store the rendered response under the slot's key, unless it must not or cannot be."""
     reason = unstorable_reason(rendered.status_code, headers)
     if reason is not None:
-        logger.debug("cache: response for %r not stored (%s)", slot.key, reason)
+        slot.stats.not_stored(metrics.reason_index(reason))
+        logger.debug(
+            "cache: response for %r not stored (%s)",
+            slot.key,
+            reason,
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason=reason),
+        )
         return
     blob = _encode(slot, rendered, headers, ttl, compute_ms)
     if blob is None:
@@ -477,7 +521,13 @@ async def _save(
     try:
         await slot.backend.store(slot.key, blob, max(1, math.ceil(ttl * 1000)))
     except BACKEND_ERRORS as exc:
-        logger.warning("cache: backend store failed for %r (%s): not cached", slot.key, exc)
+        slot.stats.backend_error()
+        slot.stats.not_stored(metrics.REASON_ERROR)
+        _backend_health.failed(exc, "store", key=slot.key, endpoint=slot.stats.name)
+        return
+    if _backend_health.down:
+        _backend_health.recovered("store", key=slot.key, endpoint=slot.stats.name)
+    slot.stats.stored(len(rendered.body), len(blob))
 
 
 def _encode(
@@ -491,10 +541,12 @@ def _encode(
     settings = slot.settings
     body = rendered.body
     if len(body) > settings.max_entry_bytes:
-        logger.info(
+        slot.stats.not_stored(metrics.REASON_TOO_LARGE)
+        logger.debug(  # per request: counted (not_stored_too_large), DEBUG only
             "cache: response for %r not stored: body of %d bytes > max_entry_bytes",
             slot.key,
             len(body),
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason="too_large"),
         )
         return None
     try:
@@ -511,6 +563,12 @@ def _encode(
             level=settings.compression_level,
         )
     except (TypeError, ValueError, OverflowError, MemoryError) as exc:
-        logger.warning("cache: response for %r not stored: %s", slot.key, exc)
+        slot.stats.not_stored(metrics.REASON_ERROR)
+        logger.warning(
+            "cache: response for %r not stored: %s",
+            slot.key,
+            exc,
+            extra=_log.fields(key=slot.key, endpoint=slot.stats.name, reason="error"),
+        )
         return None
     return blob

@@ -31,11 +31,13 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic_settings import BaseSettings
 
+from fastapi_cachemate import metrics
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import Backend, ByPass, LockManager
+from fastapi_cachemate.metrics import CacheStats
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = ["CacheNotConfiguredError", "CacheSetup", "CloseCallback"]
@@ -213,6 +215,13 @@ class CacheSetup:
     def compress_manager(cls) -> Any:
         """The seed's compress_manager argument as given (not used)."""
         return cls._require().extras["compress_manager"]
+
+    @classmethod
+    def stats(cls) -> CacheStats:
+        """This process's cache counters: ``{"endpoints": {name: {counter: int}}, "totals":
+        {counter: int}, "breaker": state}`` (see ``fastapi_cachemate.metrics``). Works
+        before ``setup()`` too (all zeros)."""
+        return metrics.snapshot()
 
     # --- background work and shutdown -------------------------------------------------------
     @classmethod

@@ -29,9 +29,21 @@ from fastapi_cachemate._pure.refresh import (
     refresh_window,
     xfetch_due,
 )
+from fastapi_cachemate._pure.stats import (
+    BREAKER_CLOSED,
+    BREAKER_HALF_OPEN,
+    BREAKER_OPEN,
+    NOT_STORED_REASONS,
+    STATS_COUNTERS,
+    EndpointStats,
+    Stats,
+)
 from fastapi_cachemate._pure.store import STORE_EXPIRED_SCAN, STORE_ITEM_OVERHEAD, MemoryStore
 
 __all__ = [
+    "BREAKER_CLOSED",
+    "BREAKER_HALF_OPEN",
+    "BREAKER_OPEN",
     "COMPRESS_ALL",
     "COMPRESS_DISABLED",
     "COMPRESS_SMART",
@@ -39,16 +51,20 @@ __all__ = [
     "ENTRY_MAX_BODY",
     "EXPIRED",
     "FRESH",
+    "NOT_STORED_REASONS",
     "REFRESH_TTL_FLOOR",
     "STALE",
+    "STATS_COUNTERS",
     "STORE_EXPIRED_SCAN",
     "STORE_ITEM_OVERHEAD",
     "ZSTD_MAX_LEVEL",
     "ZSTD_MIN_LEVEL",
+    "EndpointStats",
     "Entry",
     "KeySpec",
     "MalformedError",
     "MemoryStore",
+    "Stats",
     "blake2b",
     "body_etag",
     "build_key",
