@@ -1,6 +1,6 @@
 """``python -m benchmarks`` (``make bench``): every benchmark, then docs/benchmarks.md + plots.
 
-1. the codec benchmarks that exist (benchmarks/codec_*.py, each with ``run() -> str``);
+1. the component benchmarks that exist (benchmarks/codec_*.py, stats_overhead.py: ``run() -> str``);
 2. the app scenarios in process (asgi_driver.py): for each payload size, groups of scenarios
    loaded side by side and measured in interleaved rounds (round-robin, the starting scenario
    rotating), the seed library's scenarios in a worker process of its own venv;
@@ -42,7 +42,8 @@ logger = logging.getLogger("benchmarks")
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW_PATH = ROOT / "build" / "bench-results.json"
-CODEC_MODULES = ("codec_msgpack", "codec_compress", "codec_entry")
+# component benchmarks written next to their code, each with run() -> str (markdown)
+CODEC_MODULES = ("codec_msgpack", "codec_compress", "codec_entry", "stats_overhead")
 SEED = "seed:"
 
 # Scenarios measured side by side (interleaved rounds); "seed:" ones run in the seed venv.

@@ -447,7 +447,7 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
                 f"\n### {LABELS.get(key, key)}, {size} payload\n\n```\n{_short_paths(text)}\n```\n"
             )
     if raw["codecs"]:
-        parts.append("\n## Codecs\n")
+        parts.append("\n## Components (codecs, compression, entries, counters)\n")
         for name, text in raw["codecs"].items():
             parts.append(f"\n### {name}\n\n{text.strip()}\n")
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
