@@ -521,20 +521,22 @@ def plots(raw: dict[str, Any], docs: Path) -> list[str]:
     ax.legend(fontsize=8)
     save(fig, "bench-ratio-to-floor.png")
 
-    # 3. end to end
+    # 3. end to end: req/s and the server's CPU per request
     e2e = {k: v for k, v in raw["e2e"].items() if v.get("status") == "ok"}
     if e2e:
-        fig, ax = plt.subplots(figsize=(9, 5))
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
         labels = [clean(LABELS[k]) for k in e2e]
-        colors: list[str] = []
         pick: Callable[[str], str] = lambda k: (  # noqa: E731
             "tab:green" if k.startswith("ours") else "tab:gray" if "floor" in k else "tab:blue"
         )
         colors = [pick(k) for k in e2e]
-        ax.barh(labels, [v["rps"] for v in e2e.values()], color=colors)
-        ax.invert_yaxis()
-        ax.set_xlabel("requests per second (uvicorn, 1 worker; wrk, small payload)")
-        ax.set_title("End to end")
-        ax.grid(True, axis="x", alpha=0.3)
+        axes[0].barh(labels, [v["rps"] for v in e2e.values()], color=colors)
+        axes[0].invert_yaxis()
+        axes[0].set_xlabel("requests per second (higher is better)")
+        axes[1].barh(labels, [v.get("server_cpu_us") or 0.0 for v in e2e.values()], color=colors)
+        axes[1].set_xlabel("server CPU µs per request (lower is better)")
+        for ax in axes:
+            ax.grid(True, axis="x", alpha=0.3)
+        fig.suptitle("End to end: uvicorn (1 worker) + wrk, small payload")
         save(fig, "bench-e2e.png")
     return written
