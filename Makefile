@@ -70,9 +70,17 @@ leaks: build
 fuzz: venv
 	$(MAKE) -C fuzz run PYTHON=$(abspath $(PY))
 
+# BENCH_ARGS=--quick for a short run; see .venv/bin/python -m benchmarks --help.
 bench: build
-	$(PIP) install -q -e ".[bench]"
-	$(PY) -m benchmarks
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing: wrk"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else \
+	    echo "wrk is missing: the end-to-end mode is skipped (Debian/Ubuntu: sudo apt-get install wrk)"; \
+	  fi; }
+	$(PIP) install -q -e ".[bench]" -r benchmarks/peers/requirements-main.txt
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 run: build
 	$(PY) -m uvicorn examples.app:app --host 127.0.0.1 --port $${PORT:-8000}

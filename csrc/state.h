@@ -25,6 +25,11 @@ struct cm_state {
 
 extern PyModuleDef cm_module_def;
 
+#if PY_VERSION_HEX < 0x030B0000
+/* public from 3.11; the same function, underscored, in 3.10 */
+#define PyType_GetModuleByDef _PyType_GetModuleByDef
+#endif
+
 static inline cm_state *
 cm_get_state(PyObject *module)
 {

@@ -426,6 +426,44 @@ Store_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
+static PyObject *
+Store_keys(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    StoreObject *s = (StoreObject *)op;
+    PyObject *out = NULL;
+    const char *pp = "";
+    Py_ssize_t plen = 0;
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "keys() takes at most 1 argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (nargs == 1) {
+        if (check_key(args[0]) < 0) {
+            return NULL;
+        }
+        pp = PyBytes_AS_STRING(args[0]);
+        plen = PyBytes_GET_SIZE(args[0]);
+    }
+    out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    /* Appending runs no Python code (exact bytes, a list): the walk cannot
+     * be re-entered and the LRU list cannot change under it. */
+    for (store_node *n = s->lru.next; n != &s->lru; n = n->next) {
+        if (PyBytes_GET_SIZE(n->key) < plen ||
+            memcmp(PyBytes_AS_STRING(n->key), pp, (size_t)plen) != 0) {
+            continue;
+        }
+        if (PyList_Append(out, n->key) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 static PyMethodDef Store_methods[] = {
     {"get", (PyCFunction)(void (*)(void))Store_get, METH_FASTCALL,
      PyDoc_STR("get($self, key, now, /)\n--\n\n"
@@ -445,6 +483,10 @@ static PyMethodDef Store_methods[] = {
     {"delete", Store_delete, METH_O,
      PyDoc_STR("delete($self, key, /)\n--\n\n"
                "Remove the item (expired or not); True if there was one.")},
+    {"keys", (PyCFunction)(void (*)(void))Store_keys, METH_FASTCALL,
+     PyDoc_STR("keys($self, prefix=b\"\", /)\n--\n\n"
+               "The keys (expired ones included) that start with prefix, "
+               "least recently used first; the items are not touched.")},
     {"clear", Store_clear, METH_NOARGS,
      PyDoc_STR("clear($self, /)\n--\n\nRemove every item.")},
     {NULL, NULL, 0, NULL},

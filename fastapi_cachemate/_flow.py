@@ -49,7 +49,7 @@ from fastapi_cachemate._lease import Found, NoLease, acquire_or_wait, lock_ttl_m
 from fastapi_cachemate._refresh import RefreshTicket, reenter, refresh_scope
 from fastapi_cachemate._singleflight import SingleFlight
 from fastapi_cachemate._tasks import RefreshTasks
-from fastapi_cachemate.core.types import Backend, LockManager
+from fastapi_cachemate.core.types import Backend, ComputeTicket, LockManager
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = [
@@ -138,6 +138,7 @@ class Computed(NamedTuple):
     blob: bytes | None  # the entry to store; None: must not or cannot be stored
     shared: Shared | None  # what followers may send; None: not shareable (private...)
     failed: bool  # a 5xx answer: a stale entry may replace it (stale-if-error)
+    ticket: ComputeTicket | None = None  # Backend.begin_compute's, before computing
 
 
 class Outcome(NamedTuple):
@@ -244,32 +245,62 @@ class Flow:
             _backend_health.recovered("fetch", key=self.key, endpoint=self.stats.name)
         return raw
 
-    async def store(self, blob: bytes, ttl: float, raw_size: int) -> bool:
-        """Store the entry for ttl seconds (ttl + grace in the backend); False if not stored.
+    def _ttl_ms(self, ttl: float) -> int:
+        """How long the backend keeps an entry of ttl seconds: ttl + grace, in ms."""
+        return max(1, int((ttl + self.grace) * 1000 + 0.999))
 
-        Counted: stored (with raw_size, the body's length, and the blob's), or not_stored
-        (error) when the backend is unavailable.
+    async def begin(self, tags: list[str], ttl: float) -> ComputeTicket | None:
+        """``Backend.begin_compute`` before computing (the key's generation, its tags);
+        None when the backend is unavailable (the computation is then not stored)."""
+        if self.down:
+            return None
+        backend = self.backend
+        tags_ttl_ms = self._ttl_ms(ttl)
+        if self.runtime.in_process:
+            return await backend.begin_compute(self.key, tags=tags, tags_ttl_ms=tags_ttl_ms)
+        try:
+            ticket = await self.runtime.breaker.call(
+                lambda: backend.begin_compute(self.key, tags=tags, tags_ttl_ms=tags_ttl_ms),
+                self.settings.backend_timeout,
+            )
+        except BackendUnavailable as exc:
+            self._failed("begin_compute", exc)
+            return None
+        return ticket
+
+    async def store(self, computed: Computed, ttl: float) -> bool:
+        """Store the computed entry (ttl + grace in the backend) unless an invalidation
+        landed since its ``begin``; True if stored.
+
+        Counted: stored (the body's length and the blob's), or not_stored (error) when the
+        backend is unavailable. A store refused by the generation check is not counted.
         """
+        blob, ticket = computed.blob, computed.ticket
+        if blob is None or ticket is None:
+            return False
         if self.down:
             self.stats.not_stored(metrics.REASON_ERROR)
             return False
         backend = self.backend
-        ttl_ms = max(1, int((ttl + self.grace) * 1000 + 0.999))
+        ttl_ms = self._ttl_ms(ttl)
         if self.runtime.in_process:
-            await backend.store(self.key, blob, ttl_ms)
-            self.stats.stored(raw_size, len(blob))
-            return True
-        try:
-            await self.runtime.breaker.call(
-                lambda: backend.store(self.key, blob, ttl_ms), self.settings.backend_timeout
-            )
-        except BackendUnavailable as exc:
-            self._failed("store", exc)
-            self.stats.not_stored(metrics.REASON_ERROR)
+            stored = await backend.store_if_generation(ticket, blob, ttl_ms)
+        else:
+            try:
+                stored = await self.runtime.breaker.call(
+                    lambda: backend.store_if_generation(ticket, blob, ttl_ms),
+                    self.settings.backend_timeout,
+                )
+            except BackendUnavailable as exc:
+                self._failed("store", exc)
+                self.stats.not_stored(metrics.REASON_ERROR)
+                return False
+            if _backend_health.down:
+                _backend_health.recovered("store", key=self.key, endpoint=self.stats.name)
+        if not stored:
+            logger.debug("cache: %r was invalidated while computed: not stored", self.key)
             return False
-        if _backend_health.down:
-            _backend_health.recovered("store", key=self.key, endpoint=self.stats.name)
-        self.stats.stored(raw_size, len(blob))
+        self.stats.stored(len(computed.rendered.body), len(blob))
         return True
 
     def _failed(self, operation: str, exc: BackendUnavailable) -> None:
@@ -472,7 +503,7 @@ class Flow:
     ) -> Computed | Shared | _Stale:
         """The single-flight leader: hold the lease and compute, or find the value."""
         if self.down:
-            return self._unstored(await compute())
+            return await compute()  # nothing stored: its begin finds the request down
         settings = self.settings
         ttl_ms = lock_ttl_ms(settings.ttl_lock_seconds, compute_s)
         wait = settings.lock_wait_timeout
@@ -504,26 +535,19 @@ class Flow:
                 self.stats.lock_timeout()
             if got.reason == "unavailable":
                 self.down = True
-                return self._unstored(await compute())
+                return await compute()  # nothing stored: its begin finds the request down
             if fallback is not None:
                 return _STALE  # the holder is slow: serve the stale entry meanwhile
             return await compute()  # never stored: someone else holds the lock
         async with got:
             computed = await compute()
-            if computed.blob is not None and not await self.store(
-                computed.blob, ttl, len(computed.rendered.body)
-            ):
-                got.forget()  # the backend is down: the lock expires by itself
-        return computed
-
-    def _unstored(self, computed: Computed) -> Computed:
-        """A storable computation that the unavailable backend cannot take: counted."""
-        if computed.blob is not None:
-            self.stats.not_stored(metrics.REASON_ERROR)
+            await self.store(computed, ttl)
+            if self.down:
+                got.forget()  # the backend is unavailable: the lock expires by itself
         return computed
 
     async def store_refreshed(self, computed: Computed, ttl: float) -> bool:
         """The background refresh's store (it holds the lease already)."""
-        if computed.blob is None or computed.failed:
+        if computed.failed:
             return False
-        return await self.store(computed.blob, ttl, len(computed.rendered.body))
+        return await self.store(computed, ttl)

@@ -198,6 +198,9 @@ class MemoryStore:
         """Store only if the key is absent or expired; True if stored."""
     def delete(self, key: bytes, /) -> bool:
         """Remove the item (expired or not); True if there was one."""
+    def keys(self, prefix: bytes = b"", /) -> list[bytes]:
+        """The keys (expired ones included) that start with prefix, least recently used
+        first; the items are not touched (namespace invalidation walks them)."""
     def clear(self) -> None: ...
     def __len__(self) -> int: ...
     @property

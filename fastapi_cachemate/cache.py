@@ -50,7 +50,13 @@ from fastapi_cachemate._refresh import RefreshTicket, refresh_ticket
 from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
 from fastapi_cachemate._response import raw_response
 from fastapi_cachemate.cache_setup import CacheSetup
-from fastapi_cachemate.core.types import Backend
+from fastapi_cachemate.core.types import Backend, ComputeTicket
+from fastapi_cachemate.invalidation import (
+    TagTemplates,
+    parameter_names,
+    register_app,
+    register_cached_endpoint,
+)
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = ["CacheStatuses", "cache_response", "is_bypass"]
@@ -93,6 +99,7 @@ def cache_response(
     ttl: float = 60,
     *,
     vary: Sequence[str] = (),
+    tags: Sequence[str] = (),
     stale_while_revalidate: float | None = None,
     stale_if_error: float | None = None,
 ) -> _CacheDecorator:
@@ -100,6 +107,8 @@ def cache_response(
 
     :param ttl: seconds an entry is fresh (an int or a float, > 0).
     :param vary: request header names whose values enter the key.
+    :param tags: tags of the entries, templated from the endpoint's parameters
+        (``"blog:{blog_id}"``); ``invalidate_tags("blog:42")`` drops them.
     :param stale_while_revalidate: seconds past ttl during which the stale entry is served
         while one background refresh recomputes it (None: the setting of that name).
     :param stale_if_error: seconds past ttl during which the stale entry is served when
@@ -110,13 +119,14 @@ def cache_response(
     """
     ttl = _checked_ttl(ttl)
     vary = _checked_vary(vary)
+    templates = TagTemplates(tags)
     stale = (
         _checked_seconds("stale_while_revalidate", stale_while_revalidate),
         _checked_seconds("stale_if_error", stale_if_error),
     )
 
     def decorator(func: Callable[..., Any], /) -> Callable[..., Awaitable[Any]]:
-        return _wrap(func, ttl, vary, stale)
+        return _wrap(func, ttl, vary, templates, stale)
 
     return decorator
 
@@ -243,10 +253,12 @@ def _wrap(
     func: object,
     ttl: float,
     vary: tuple[str, ...],
+    tags: TagTemplates,
     stale: tuple[float | None, float | None] = (None, None),
 ) -> Callable[..., Awaitable[Any]]:
     endpoint = _checked_endpoint(func)
     check_endpoint(endpoint)  # what the key cannot cover is an error now, not per request
+    tags.check(parameter_names(endpoint), f"cache_response on {endpoint.__qualname__}")
     injected = _injected(endpoint)
     added = tuple(
         name
@@ -256,7 +268,7 @@ def _wrap(
         )
         if not own
     )
-    cached = _CachedEndpoint(endpoint, ttl, vary, added, stale)
+    cached = _CachedEndpoint(endpoint, ttl, vary, added, tags, stale)
 
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -268,6 +280,7 @@ def _wrap(
         return await cached.respond(request, response, args, kwargs)
 
     wrapper.__signature__ = injected.signature  # type: ignore[attr-defined]
+    register_cached_endpoint(wrapper, vary=vary, injected=added, tags=tags)
     return wrapper
 
 
@@ -313,6 +326,7 @@ class _CachedEndpoint:
         "_name",
         "_plans",
         "_stale",
+        "_tags",
         "_ttl",
         "_vary",
     )
@@ -323,9 +337,11 @@ class _CachedEndpoint:
         ttl: float,
         vary: tuple[str, ...],
         injected: tuple[str, ...],
+        tags: TagTemplates,
         stale: tuple[float | None, float | None] = (None, None),
     ) -> None:
         self._func = func
+        self._tags = tags
         self._is_coroutine = _is_coroutine(func)
         self._name = getattr(func, "__qualname__", repr(func))
         self._ttl = ttl
@@ -408,6 +424,7 @@ class _CachedEndpoint:
             stats = metrics.endpoint(metrics.endpoint_name(route))
             plan = _Plan(route, prefix, self._keyer(route, prefix), RouteRenderer(route), stats)
             self._plans[id(route)] = plan
+            register_app(request.app)  # invalidate(endpoint, ...) finds its routes there
         return plan
 
     def _stats(self, plan: _Plan | None) -> metrics.EndpointStats:
@@ -518,6 +535,9 @@ class _CachedEndpoint:
         stats = slot.stats
 
         async def compute() -> Computed:
+            # Before computing: the key's generation (an invalidation from now on fences this
+            # computation out) and its tag registrations (docs/keys-and-invalidation.md).
+            ticket = await self._begin(slot, flow, kwargs)
             try:
                 result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
             except Exception as exc:  # the endpoint's own error: it propagates, nothing stored
@@ -538,11 +558,24 @@ class _CachedEndpoint:
                     extra=_log.fields(key=slot.key, endpoint=stats.name, reason=reason),
                 )
                 return Computed(result, rendered, None, None, failed=status >= 500)
-            blob = _encode(slot, rendered, stored_headers, ttl, compute_ms, flow)
             shared = Shared(status, tuple(stored_headers), bytes(rendered.body))
-            return Computed(result, rendered, blob, shared, failed=False)
+            if ticket is None:  # tags not rendered or the backend failed: served, not stored
+                stats.not_stored(metrics.REASON_ERROR)
+                return Computed(result, rendered, None, shared, failed=False)
+            blob = _encode(slot, rendered, stored_headers, ttl, compute_ms, flow)
+            return Computed(result, rendered, blob, shared, failed=False, ticket=ticket)
 
         return compute
+
+    async def _begin(self, slot: _Slot, flow: Flow, kwargs: dict[str, Any]) -> ComputeTicket | None:
+        """The ticket to store with, or None: the response is then not stored (its tags
+        cannot be rendered, or the backend is unavailable)."""
+        try:
+            tags = self._tags.render(kwargs) if self._tags else []
+        except (KeyError, AttributeError, IndexError, ValueError, TypeError) as exc:
+            logger.warning("cache: tags of %s not rendered (%s): not stored", self._name, exc)
+            return None
+        return await flow.begin(tags, self._ttl)
 
     async def _compute(
         self,

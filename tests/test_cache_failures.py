@@ -147,7 +147,7 @@ async def test_the_decorator_uses_the_keyers_key(redis_server: RedisServer) -> N
     app = build_app(lifespan)
     async with served(app) as http:
         assert (await http.get("/async/4")).headers[STATUS] == "MISS"
-        stored = await client.keys("keycheck:*")
+        stored = await client.keys("keycheck:*}")  # entries, not their K:gen keys
         assert stored == [key_of(app, "/async/{item_id}", "/async/4")[0]]
 
 

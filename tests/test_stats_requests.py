@@ -192,7 +192,7 @@ async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_se
     row.pop("bytes_before_compression")
     row.pop("bytes_after_compression")
     # down: each request fails its fetch, then makes no other backend call (no lock, no
-    # store: not stored, reason error)
+    # begin_compute, no store: not stored, reason error)
     assert row == {
         "misses": 4,
         "hits": 1,

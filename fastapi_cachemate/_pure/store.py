@@ -124,6 +124,10 @@ class MemoryStore:
     def delete(self, key: bytes, /) -> bool:
         return self._remove(_key(key))
 
+    def keys(self, prefix: bytes = b"", /) -> list[bytes]:
+        prefix = _key(prefix)
+        return [key for key in self._items if key.startswith(prefix)]
+
     def clear(self) -> None:
         self._items.clear()
         self._nbytes = 0

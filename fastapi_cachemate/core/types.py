@@ -10,19 +10,29 @@ backends shipped here override them with one round trip each.
 from __future__ import annotations
 
 import math
+import time
 from abc import ABC, abstractmethod
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
 __all__ = [
+    "DEFAULT_GENERATION_TTL_MS",
     "Backend",
     "ByPass",
     "CoderManager",
     "CompressManager",
     "CompressionMode",
+    "ComputeTicket",
     "LockManager",
 ]
+
+#: How long a key's generation counter lives after its last use (a computation beginning,
+#: an invalidation): 10 minutes. A computation older than half of it is never stored
+#: (``ComputeTicket.expired``), so the counter's expiry can never let an old computation
+#: write back (docs/keys-and-invalidation.md).
+DEFAULT_GENERATION_TTL_MS = 600_000
 
 CompressionMode = Literal["all", "smart", "disabled"]
 
@@ -30,6 +40,25 @@ CompressionMode = Literal["all", "smart", "disabled"]
 class ByPass(BaseModel):
     value: str | None = None
     header: str = "X-BYPASS-HEADER"
+
+
+class ComputeTicket(NamedTuple):
+    """What ``Backend.begin_compute`` hands to the computation that will store key.
+
+    generation: the key's generation when the computation began (None: the backend has no
+    generations, ``store_if_generation`` is a plain store). started: ``time.monotonic()``
+    at that moment, in this process.
+    """
+
+    key: bytes
+    generation: int | None
+    started: float
+
+    def expired(self, generation_ttl_ms: int, now: float | None = None) -> bool:
+        """True once the computation is older than half the generation counters' TTL:
+        its key's counter may have expired since, so its generation proves nothing."""
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        return elapsed * 1000.0 > generation_ttl_ms / 2
 
 
 class Backend(ABC):
@@ -68,6 +97,50 @@ class Backend(ABC):
     async def delete(self, *keys: bytes) -> int:
         """Delete keys; the number that existed."""
         raise NotImplementedError(f"{type(self).__name__} does not support delete")
+
+    # --- invalidation (docs/keys-and-invalidation.md) --------------------------------------
+    # A computation that will store an entry (a miss or a refresh) calls begin_compute
+    # before it reads anything, and stores with store_if_generation: an invalidation of the
+    # key (by key, tag or namespace) that lands in between bumps the key's generation, and
+    # the store is refused. The shipped backends implement all of this; the defaults below
+    # keep a seed-style custom backend working without it (no generations: an invalidation
+    # cannot stop a computation in flight from writing back) and raise NotImplementedError
+    # for what they cannot do at all.
+
+    async def begin_compute(
+        self, key: bytes, *, tags: Iterable[str] = (), tags_ttl_ms: int = 0
+    ) -> ComputeTicket:
+        """Read key's generation and register key in the set of each tag, before computing.
+
+        tags_ttl_ms: how long the tag sets must keep key (the entry's ttl + grace): a set's
+        expiry is pushed to at least that. Default: no generation, tags ignored.
+        """
+        return ComputeTicket(key, None, time.monotonic())
+
+    async def store_if_generation(self, ticket: ComputeTicket, value: bytes, ttl_ms: int) -> bool:
+        """Store value under ticket.key for ttl_ms only if no invalidation of the key landed
+        since begin_compute (compare-and-set on its generation); True if stored.
+        Default: a plain store (the backend has no generations)."""
+        await self.store(ticket.key, value, ttl_ms)
+        return True
+
+    async def add_tags(self, key: bytes, tags: Iterable[str], ttl_ms: int) -> None:
+        """Register key in the set of each tag; each set lives at least ttl_ms more."""
+        raise NotImplementedError(f"{type(self).__name__} does not support tags")
+
+    async def invalidate_keys(self, *keys: bytes) -> int:
+        """Remove the entries and bump their generations; the number of entries removed.
+        Default: delete() (no generation: a computation in flight may write back)."""
+        return await self.delete(*keys)
+
+    async def invalidate_tags(self, prefix: str, *tags: str) -> int:
+        """invalidate_keys of every key registered under a tag; the number of entries removed."""
+        raise NotImplementedError(f"{type(self).__name__} does not support tags")
+
+    async def invalidate_namespace(self, prefix: str) -> int:
+        """invalidate_keys of every entry of the namespace, and of every key whose
+        computation is in flight (its lock is held); the number of entries removed."""
+        raise NotImplementedError(f"{type(self).__name__} does not support namespace invalidation")
 
 
 class LockManager(ABC):

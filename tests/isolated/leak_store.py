@@ -1,4 +1,4 @@
-"""Leak loops of MemoryStore: set/get/add/delete, eviction, expiry, clear, dealloc, errors."""
+"""Leak loops of MemoryStore: set/get/add/delete, keys, eviction, expiry, clear, dealloc, errors."""
 
 from _leakcheck import assert_no_leak, raises
 
@@ -24,6 +24,8 @@ def lifecycle() -> None:
     s = _native.MemoryStore(10_000)
     for j in range(40):
         s.set(b"%d" % j, b"v" * 100, 1e9, 0.0)
+    assert len(s.keys(b"1")) >= 1
+    assert len(s.keys()) == len(s)
     if counter[0] % 2:
         s.clear()
 
@@ -40,9 +42,14 @@ def bad_time() -> None:
     store.get(b"k", float("nan"))
 
 
+def bad_prefix() -> None:
+    store.keys("str")
+
+
 assert_no_leak(churn)
 assert store.evictions > 0
 assert_no_leak(lifecycle, calls=2_000)
 assert_no_leak(raises(bad_key, TypeError))
 assert_no_leak(raises(bad_value, TypeError))
 assert_no_leak(raises(bad_time, ValueError))
+assert_no_leak(raises(bad_prefix, TypeError))

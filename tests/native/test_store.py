@@ -173,6 +173,26 @@ def test_delete_and_clear(kernels: ModuleType) -> None:
     assert s.get(b"again", 0.0) == b"v"
 
 
+def test_keys_by_prefix(kernels: ModuleType) -> None:
+    s = kernels.MemoryStore(10_000)
+    assert s.keys() == []
+    s.set(b"p:{1}", b"v", INF, 0.0)
+    s.set(b"q:{1}", b"v", INF, 0.0)
+    s.set(b"p:{2}", b"v", 1.0, 0.0)  # expired at now=5: still listed, not dropped
+    s.set(b"p", b"v", INF, 0.0)
+    assert s.get(b"p:{1}", 5.0) == b"v"  # now the most recent
+    assert s.keys(b"p:{") == [b"p:{2}", b"p:{1}"]
+    assert s.keys() == [b"q:{1}", b"p:{2}", b"p", b"p:{1}"]
+    assert s.keys(b"") == s.keys()
+    assert s.keys(b"p:{1}x") == []
+    assert len(s) == 4  # listing touches nothing
+    assert s.keys(b"q")[0] is not None
+    with pytest.raises(TypeError):
+        s.keys("p")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        s.keys(b"p", b"q")  # type: ignore[call-arg]
+
+
 def test_many_keys(kernels: ModuleType) -> None:
     s = kernels.MemoryStore()
     keys = [b"key:%d" % i for i in range(20_000)]

@@ -1,0 +1,1 @@
+"""Benchmarks of fastapi-cachemate against the floor and the peers (``make bench``)."""
