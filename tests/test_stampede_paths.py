@@ -27,6 +27,7 @@ from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.types import Backend
+from fastapi_cachemate.invalidation import invalidate_namespace
 from tests.apps import served
 from tests.fixtures_cache import backend_kind_fixture  # noqa: F401 - fixture
 from tests.servers import RedisServer
@@ -569,3 +570,32 @@ async def test_a_refresh_re_enters_a_mounted_sub_application(clean_cache_setup: 
         assert hit.headers[STATUS] == "HIT"
         assert hit.json() == {"n": 1, "call": 2}
     assert calls == [1, 1]
+
+
+async def test_an_invalidation_during_a_refresh_fences_it_out(
+    make_backend: Callable[[], Backend] | None,
+) -> None:
+    """The refresh began (generation read) before the invalidation: it must not write its
+    now outdated result back (issue 6's fence holds for background refreshes too)."""
+    app = build(make_backend, BaseCacheSettings(stale_while_revalidate=30))
+    _APP[:] = [app]
+    clock = FakeClock()
+    async with served(app) as client:
+        CacheSetup.runtime().clock = clock
+        await client.get("/thing/12")
+        clock.now += TTL + 1
+        app.state.gate.clear()
+        assert (await client.get("/thing/12")).headers[STATUS] == "STALE"
+        refresh = await refresh_of(12)
+        for _ in range(100_000):  # yield to the loop until the refresh's endpoint runs
+            if app.state.calls == 2:
+                break
+            await asyncio.sleep(0)
+        assert app.state.calls == 2
+        assert await invalidate_namespace() == 1
+        app.state.gate.set()
+        await asyncio.wait_for(refresh, 30)
+        after = await client.get("/thing/12")
+        assert after.headers[STATUS] == "MISS"  # nothing was written back
+        assert after.json() == {"n": 12, "call": 3}
+    assert counts()["refresh_failures"] == 1
