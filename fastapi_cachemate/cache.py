@@ -684,7 +684,11 @@ def _encode(
             grace=flow.grace,
             compute_ms=compute_ms,
             fingerprint=slot.fingerprint,
-            compression=_COMPRESSION[settings.compression_mode],
+            compression=(
+                _COMPRESSION[settings.compression_mode]
+                if slot.backend.compress_entries
+                else kernels.COMPRESS_DISABLED
+            ),
             min_size=settings.compression_min_size_bytes,
             level=settings.compression_level,
         )

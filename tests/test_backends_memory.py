@@ -122,3 +122,9 @@ async def test_ttl_is_measured_in_milliseconds() -> None:
     assert ttl == 1
     clock.now += 2 * TICK  # 1.95 ms later
     assert await backend.fetch(b"p:{ms}") is None
+
+
+def test_entries_are_kept_raw_unless_asked() -> None:
+    # A hit on the in-process store must not pay for decompression (docs/design.md).
+    assert MemoryBackend().compress_entries is False
+    assert MemoryBackend(compress=True).compress_entries is True

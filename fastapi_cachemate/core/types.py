@@ -62,6 +62,10 @@ class ComputeTicket(NamedTuple):
 
 
 class Backend(ABC):
+    #: Whether entries stored here are compressed as the settings say. A backend in the
+    #: same process (MemoryBackend) keeps them raw: a hit then costs no decompression.
+    compress_entries: bool = True
+
     # --- the seed's interface -------------------------------------------------------------
     @abstractmethod
     async def get(self, key: str) -> tuple[int, bytes | None]:

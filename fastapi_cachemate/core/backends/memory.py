@@ -65,7 +65,11 @@ class MemoryBackend(Backend):
         generation_ttl_ms: int = DEFAULT_GENERATION_TTL_MS,
         max_generations: int = DEFAULT_MAX_GENERATIONS,
         max_tag_members: int = DEFAULT_MAX_TAG_MEMBERS,
+        compress: bool = False,
     ) -> None:
+        # Raw entries by default: every hit would otherwise decompress its body, which is
+        # most of a large hit's cost; compress=True trades that CPU back for memory.
+        self.compress_entries = bool(compress)
         for name, value in (
             ("max_bytes", max_bytes),
             ("generation_ttl_ms", generation_ttl_ms),
