@@ -7,17 +7,18 @@ them), and wraps the endpoint in one pipeline per request::
     policy -> key -> lookup -> decode -> hit  -> Response from the stored bytes
                                       -> miss -> call -> render -> store -> Response
 
-- policy (``_policy.decide``): BYPASS / NO_CACHE requests call the endpoint and say why in
-  X-Cache-Status;
+- policy (``_policy.refusal``, then ``_http.RouteHTTP.refuse``): BYPASS / NO_CACHE
+  requests call the endpoint and say why in X-Cache-Status and Cache-Status;
 - key: the route's ``RouteKeyer`` (built once per route from FastAPI's dependant tree)
   gives the key and an 8-byte fingerprint of what identifies the response;
 - lookup: one ``Backend.fetch``; a backend error is a miss (logged);
 - decode: ``kernels.read_entry`` with the fingerprint; malformed, foreign or expired bytes
   are a miss, and the store that follows overwrites them;
-- hit: the stored status, headers and body, sent as they are (no validation, no JSON);
+- hit: the stored status, headers and body, sent as they are (no validation, no JSON),
+  with the HTTP headers of ``_http.RouteHTTP.hit`` (Age, max-age, Cache-Status; a 304);
 - miss: the endpoint (a plain ``def`` in the threadpool, as FastAPI does), rendered as
   FastAPI would (``_render``), stored through ``kernels.write_entry`` unless it must not
-  be (``_policy.unstorable_reason``: not 2xx, Set-Cookie, Cache-Control no-store/private).
+  be (``_http.RouteHTTP.verdict``: statuses, Set-Cookie, no-store/private, Vary: *, ...).
 
 The cache never turns a request into an error: everything it does can fail into a plain
 call of the endpoint. Errors of the endpoint itself (and of its response model) propagate
@@ -31,7 +32,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
 import redis.exceptions
@@ -40,11 +41,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fastapi_cachemate._http import CACHE_STATUS_HEADER, RouteHTTP, StatusTTLs
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
-from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass, unstorable_reason
+from fastapi_cachemate._policy import CacheStatuses, Refusal, is_bypass, refusal
 from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
-from fastapi_cachemate._response import raw_response
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.types import Backend
 from fastapi_cachemate.settings import BaseCacheSettings
@@ -66,7 +67,6 @@ BACKEND_ERRORS: tuple[type[BaseException], ...] = (
 _REQUEST_PARAM = "__dependencies_request__"
 _RESPONSE_PARAM = "__dependencies_response__"
 _STATUS_HEADER = b"x-cache-status"
-_CACHE_CONTROL = b"cache-control"
 _STATUS_VALUES = {status: status.value.encode("ascii") for status in CacheStatuses}
 _COMPRESSION = {
     "all": kernels.COMPRESS_ALL,
@@ -82,20 +82,39 @@ class _CacheDecorator(Protocol):
     def __call__(self, func: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
 
 
-def cache_response(ttl: float = 60, *, vary: Sequence[str] = ()) -> _CacheDecorator:
+_REFUSED_ROUTE = Refusal.of(CacheStatuses.CACHE_NOT, b"bypass", b"unkeyable-route")
+_REFUSED_KEY = Refusal.of(CacheStatuses.CACHE_BYPASS, b"bypass", b"unkeyable-request")
+_NOT_BUFFERED = Refusal.of(CacheStatuses.CACHE_NOT, b"uri-miss", b"not-buffered")
+
+
+def cache_response(
+    ttl: float = 60,
+    *,
+    vary: Sequence[str] = (),
+    statuses: Mapping[int | str, float] | Iterable[int | str] | None = None,
+    public: bool = False,
+) -> _CacheDecorator:
     """Cache the endpoint's rendered response for ttl seconds.
 
     :param ttl: seconds an entry is fresh (an int or a float, > 0).
-    :param vary: request header names whose values enter the key.
+    :param vary: request header names whose values enter the key (and the Vary header),
+        or ``"cookie:<name>"``.
+    :param statuses: the response statuses that are stored: None (2xx except 206, for
+        ttl), or the complete list as ``{status: ttl}`` (e.g. ``{200: 300, 301: 3600,
+        404: 30}``) or as statuses stored for ttl; ``"2xx"``-style classes are accepted.
+    :param public: also cache requests that carry Authorization although the key does
+        not hold it (the response is the same for every user).
 
     Use it under the route decorator (``@app.get(...)`` first, then
     ``@cache_response(ttl=...)``), on ``async def`` or plain ``def`` endpoints.
     """
     ttl = _checked_ttl(ttl)
     vary = _checked_vary(vary)
+    status_ttls = StatusTTLs(ttl, statuses)
+    public = bool(public)
 
     def decorator(func: Callable[..., Any], /) -> Callable[..., Awaitable[Any]]:
-        return _wrap(func, ttl, vary)
+        return _wrap(func, ttl, vary, status_ttls, public)
 
     return decorator
 
@@ -208,7 +227,9 @@ def _with_parameters(
     return signature.replace(parameters=[*params[:at], *extra, *params[at:]])
 
 
-def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awaitable[Any]]:
+def _wrap(
+    func: object, ttl: float, vary: tuple[str, ...], statuses: StatusTTLs, public: bool
+) -> Callable[..., Awaitable[Any]]:
     endpoint = _checked_endpoint(func)
     check_endpoint(endpoint)  # what the key cannot cover is an error now, not per request
     injected = _injected(endpoint)
@@ -220,7 +241,7 @@ def _wrap(func: object, ttl: float, vary: tuple[str, ...]) -> Callable[..., Awai
         )
         if not own
     )
-    cached = _CachedEndpoint(endpoint, ttl, vary, added)
+    cached = _CachedEndpoint(endpoint, ttl, vary, added, statuses, public)
 
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -250,6 +271,7 @@ class _Plan(NamedTuple):
     prefix: str
     keyer: RouteKeyer | None  # None: this route cannot be keyed (logged once), not cached
     renderer: RouteRenderer
+    http: RouteHTTP | None  # None when keyer is None
 
 
 class _Slot(NamedTuple):
@@ -274,6 +296,8 @@ class _CachedEndpoint:
         "_is_coroutine",
         "_name",
         "_plans",
+        "_public",
+        "_statuses",
         "_ttl",
         "_vary",
     )
@@ -284,6 +308,8 @@ class _CachedEndpoint:
         ttl: float,
         vary: tuple[str, ...],
         injected: tuple[str, ...],
+        statuses: StatusTTLs | None = None,
+        public: bool = False,
     ) -> None:
         self._func = func
         self._is_coroutine = _is_coroutine(func)
@@ -291,6 +317,8 @@ class _CachedEndpoint:
         self._ttl = ttl
         self._vary = vary
         self._injected = injected
+        self._statuses = StatusTTLs(ttl) if statuses is None else statuses
+        self._public = public
         self._plans: dict[int, _Plan] = {}
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -309,20 +337,27 @@ class _CachedEndpoint:
             _log_unconfigured()
             return await self.call(args, kwargs)
         settings = CacheSetup.settings()
-        refusal = decide(request, CacheSetup.bypass(), settings)
-        if refusal is not None:
-            return await self._uncached(refusal, sub_response, args, kwargs)
+        refused = refusal(request, CacheSetup.bypass(), settings)
+        if refused is not None:
+            return await self._uncached(refused, sub_response, args, kwargs)
         plan = self._plan(request)
-        if plan is None or plan.keyer is None:
-            return await self._uncached(CacheStatuses.CACHE_NOT, sub_response, args, kwargs)
-        keyed = _key(plan.keyer, request)
+        if plan is None or plan.keyer is None or plan.http is None:
+            return await self._uncached(_REFUSED_ROUTE, sub_response, args, kwargs)
+        refused = plan.http.refuse(request)  # Authorization, a request body, ...
+        if refused is not None:
+            return await self._uncached(refused, sub_response, args, kwargs)
+        keyed = _key(plan.keyer, plan.http.key_request(request))
         if keyed is None:
-            return await self._uncached(CacheStatuses.CACHE_BYPASS, sub_response, args, kwargs)
+            return await self._uncached(_REFUSED_KEY, sub_response, args, kwargs)
         slot = _Slot(CacheSetup.backend(), settings, *keyed)
-        entry = _decode(await _lookup(slot), slot)
+        raw = await _lookup(slot)
+        entry = _decode(raw, slot)
+        fwd = b"uri-miss" if raw is None else b"miss"
         if entry is not None:
-            return _hit(entry, sub_response, self._ttl)
-        return await self._miss(plan, slot, sub_response, args, kwargs)
+            if not plan.http.revalidation_due(request, entry, settings):
+                return plan.http.hit(entry, request, sub_response)
+            fwd = b"request"  # client_cache_control="revalidate": the shared computation
+        return await self._miss(plan, slot, request, sub_response, args, kwargs, fwd=fwd)
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -335,7 +370,9 @@ class _CachedEndpoint:
         prefix = CacheSetup.prefix()
         plan = self._plans.get(id(route))
         if plan is None or plan.route is not route or plan.prefix != prefix:
-            plan = _Plan(route, prefix, self._keyer(route, prefix), RouteRenderer(route))
+            keyer = self._keyer(route, prefix)
+            http = None if keyer is None else RouteHTTP(keyer, self._statuses, public=self._public)
+            plan = _Plan(route, prefix, keyer, RouteRenderer(route), http)
             self._plans[id(route)] = plan
         return plan
 
@@ -354,40 +391,64 @@ class _CachedEndpoint:
 
     async def _uncached(
         self,
-        status: CacheStatuses,
+        refused: Refusal,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
         result = await self.call(args, kwargs)
-        value = _STATUS_VALUES[status]
+        added = [
+            (_STATUS_HEADER, _STATUS_VALUES[refused.status]),
+            (CACHE_STATUS_HEADER, refused.cache_status),
+        ]
         if not isinstance(result, Response):
-            sub_response.raw_headers.append((_STATUS_HEADER, value))
+            sub_response.raw_headers.extend(added)
             return result  # FastAPI renders it and merges sub_response's headers
         merged = merge_returned(result, sub_response)
         target = result if merged is None else merged
-        target.raw_headers.append((_STATUS_HEADER, value))
+        target.raw_headers.extend(added)
         return target
 
     async def _miss(
         self,
         plan: _Plan,
         slot: _Slot,
+        request: Request,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        *,
+        fwd: bytes = b"uri-miss",
     ) -> Any:
+        assert plan.http is not None
         # Headers already on the injected response were set by this request's dependencies:
         # they run on every request, so they are not part of the entry.
         dependency_headers = list(sub_response.raw_headers)
         result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
         if rendered is None:  # streaming or file: passed through, never stored
             result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
+            result.raw_headers.append((CACHE_STATUS_HEADER, _NOT_BUFFERED.cache_status))
             return result
         stored_headers = without_headers(rendered.raw_headers, dependency_headers)
-        await _save(slot, rendered, stored_headers, self._ttl, compute_ms)
-        _finish(rendered.raw_headers, CacheStatuses.CACHE_MISS, self._ttl)
-        return rendered
+        # Not storable (verdict.storable False) must release any waiters at once: they
+        # must not be given this response (it may carry one client's cookie or data).
+        verdict = plan.http.verdict(request, rendered.status_code, stored_headers, rendered.body)
+        stored = False
+        if verdict.storable:
+            stored_headers.extend(verdict.added)
+            stored = await _save(
+                slot, rendered, stored_headers, verdict.ttl, compute_ms, etag=verdict.etag
+            )
+        else:
+            logger.debug("cache: response for %r not stored (%s)", slot.key, verdict.reason)
+        return plan.http.miss(
+            rendered,
+            request,
+            verdict,
+            stored=stored,
+            fwd=fwd,
+            dependency_headers=dependency_headers,
+        )
 
     async def _compute(
         self,
@@ -442,42 +503,28 @@ def _decode(raw: bytes | None, slot: _Slot) -> Any:
     return entry
 
 
-def _hit(entry: Any, sub_response: Response, ttl: float) -> Response:
-    headers: list[tuple[bytes, bytes]] = entry.headers
-    headers.extend(sub_response.raw_headers)  # what this request's dependencies set
-    _finish(headers, CacheStatuses.CACHE_HIT, ttl)
-    return raw_response(entry.status, headers, entry.body)
-
-
-def _finish(headers: list[tuple[bytes, bytes]], status: CacheStatuses, ttl: float) -> None:
-    """Add X-Cache-Status and, unless the endpoint set one, Cache-Control: max-age."""
-    for name, _ in headers:
-        if name == _CACHE_CONTROL:
-            break
-    else:
-        headers.append((_CACHE_CONTROL, b"max-age=%d" % int(ttl)))
-    headers.append((_STATUS_HEADER, _STATUS_VALUES[status]))
-
-
 async def _save(
     slot: _Slot,
     rendered: Response,
     headers: list[tuple[bytes, bytes]],
     ttl: float,
     compute_ms: float,
-) -> None:
-    """Store the rendered response under the slot's key, unless it must not or cannot be."""
-    reason = unstorable_reason(rendered.status_code, headers)
-    if reason is not None:
-        logger.debug("cache: response for %r not stored (%s)", slot.key, reason)
-        return
-    blob = _encode(slot, rendered, headers, ttl, compute_ms)
+    *,
+    etag: bytes | None = None,
+) -> bool:
+    """Store the rendered response under the slot's key, unless it cannot be (logged).
+
+    The caller decided that it may be (``RouteHTTP.verdict``). True when it was stored.
+    """
+    blob = _encode(slot, rendered, headers, ttl, compute_ms, etag=etag)
     if blob is None:
-        return
+        return False
     try:
         await slot.backend.store(slot.key, blob, max(1, math.ceil(ttl * 1000)))
     except BACKEND_ERRORS as exc:
         logger.warning("cache: backend store failed for %r (%s): not cached", slot.key, exc)
+        return False
+    return True
 
 
 def _encode(
@@ -486,6 +533,8 @@ def _encode(
     headers: list[tuple[bytes, bytes]],
     ttl: float,
     compute_ms: float,
+    *,
+    etag: bytes | None = None,
 ) -> bytes | None:
     """The entry's bytes, or None (logged) when this response cannot be stored."""
     settings = slot.settings
@@ -505,6 +554,7 @@ def _encode(
             created=time.time(),
             ttl=ttl,
             compute_ms=compute_ms,
+            etag=etag,
             fingerprint=slot.fingerprint,
             compression=_COMPRESSION[settings.compression_mode],
             min_size=settings.compression_min_size_bytes,
