@@ -269,7 +269,7 @@ def _not_modified(
 class RouteHTTP:
     """The HTTP rules of one cached route (see the module docstring)."""
 
-    __slots__ = ("_authorization_ok", "_keyed", "_raw", "_statuses", "_vary", "keyer")
+    __slots__ = ("_authorization_ok", "_keyed", "_raw", "_statuses", "_vary", "_varies", "keyer")
 
     def __init__(self, keyer: RouteKeyer, statuses: StatusTTLs, *, public: bool = False) -> None:
         self.keyer = keyer
@@ -277,6 +277,9 @@ class RouteHTTP:
         self._raw = keyer.reads_request
         headers = [name.lower() for name in keyer.header_names]
         self._keyed = frozenset(name.encode("latin-1") for name in headers)
+        # What a response may say it varies on: the keyed headers, and Cookie when the key
+        # holds cookies (it holds the ones the endpoint reads).
+        self._varies = self._keyed | ({b"cookie"} if keyer.cookie_names else frozenset())
         self._authorization_ok = public or b"authorization" in self._keyed
         # What the response varies on: the keyed request headers (Host is part of the URI).
         vary = [name for name in headers if name != "host"]
@@ -356,7 +359,7 @@ class RouteHTTP:
             elif name == b"vary":
                 listed.append(value)
         varied = vary_names(listed)
-        if any(name.encode("latin-1") not in self._keyed for name in varied if name != "cookie"):
+        if any(name.encode("latin-1") not in self._varies for name in varied):
             # The endpoint says the response depends on a request header the key ignores.
             return Verdict(0.0, "vary-unkeyed")
         if request.scope.get("method") == "HEAD":

@@ -7,7 +7,7 @@ this app, set up by its lifespan on the backend. ``app.state.calls`` counts endp
 # No "from __future__ import annotations": the endpoints use classes local to build_http_app.
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Annotated, Any
 
 import pytest
@@ -23,7 +23,14 @@ from tests.apps import Lifespan
 from tests.fixtures_cache import _lifespan
 from tests.servers import RedisServer
 
-__all__ = ["CASES", "CUSTOM_STATUSES", "HttpApp", "build_http_app", "http_app_fixture"]
+__all__ = [
+    "CASES",
+    "CUSTOM_STATUSES",
+    "HttpApp",
+    "asgi_call",
+    "build_http_app",
+    "http_app_fixture",
+]
 
 HttpApp = Callable[..., FastAPI]
 
@@ -187,6 +194,44 @@ def build_http_app(lifespan: Lifespan | None = None) -> FastAPI:
         return {"n": calls["short"]}
 
     return app
+
+
+async def asgi_call(
+    app: FastAPI,
+    method: str,
+    path: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    query: bytes = b"",
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request straight through the ASGI app: (status, headers, every body byte sent)."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode("ascii"),
+        "query_string": query,
+        "root_path": "",
+        "headers": [
+            *([] if any(name == b"host" for name, _ in headers) else [(b"host", b"testserver")]),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return sent[0]["status"], list(sent[0]["headers"]), body
 
 
 @pytest.fixture(name="http_app")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import MutableMapping, Sequence
-from typing import Any
 
 import httpx
 import pytest
@@ -21,43 +19,12 @@ from fastapi_cachemate._http import etag_matches, freshness
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer
 from tests.apps import served
-from tests.apps_http import HttpApp, http_app_fixture  # noqa: F401
+from tests.apps_http import HttpApp, asgi_call, http_app_fixture  # noqa: F401
 from tests.fixtures_cache import backend_kind_fixture  # noqa: F401
 
 STATUS = "x-cache-status"
 CACHE_STATUS = "cache-status"
 INJECTED = ("__dependencies_request__", "__dependencies_response__")
-
-
-async def asgi_call(
-    app: FastAPI, method: str, path: str, headers: Sequence[tuple[bytes, bytes]] = ()
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """One request straight through the ASGI app: (status, headers, every body byte sent)."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("ascii"),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(dict(message))
-
-    await app(scope, receive, send)
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    return sent[0]["status"], list(sent[0]["headers"]), body
 
 
 def _values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
