@@ -269,7 +269,7 @@ def _not_modified(
 class RouteHTTP:
     """The HTTP rules of one cached route (see the module docstring)."""
 
-    __slots__ = ("_authorization_ok", "_keyed", "_raw", "_statuses", "_vary", "_varies", "keyer")
+    __slots__ = ("_authorization_ok", "_keyed", "_raw", "_statuses", "_varies", "_vary", "keyer")
 
     def __init__(self, keyer: RouteKeyer, statuses: StatusTTLs, *, public: bool = False) -> None:
         self.keyer = keyer
