@@ -36,6 +36,7 @@ from starlette.responses import Response
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer
 from fastapi_cachemate._policy import (
+    CACHE_NAME,
     CacheStatuses,
     Refusal,
     cache_status,
@@ -87,6 +88,8 @@ _CACHE_CONTROL = b"cache-control"
 _X_HIT = (STATUS_HEADER, CacheStatuses.CACHE_HIT.value.encode("ascii"))
 _X_MISS = (STATUS_HEADER, CacheStatuses.CACHE_MISS.value.encode("ascii"))
 _HIT = b"hit"
+_HIT_TTL = CACHE_NAME + b"; hit; ttl="
+_FOREVER = 1e15  # seconds: beyond any ttl; keeps int() away from inf
 
 REFUSED_AUTHORIZATION = Refusal.of(CacheStatuses.CACHE_NOT, b"request", b"authorization")
 REFUSED_BODY = Refusal.of(CacheStatuses.CACHE_NOT, b"request", b"request-body")
@@ -242,17 +245,35 @@ def freshness(age: float, remaining: float) -> tuple[int, int]:
     entry's life) and ``Age + max-age <= age + remaining = ttl``. A stale entry
     (``remaining <= 0``) has max-age 0.
     """
-    whole_age = math.floor(age) if age > 0 and math.isfinite(age) else 0
-    max_age = math.floor(remaining) if remaining > 0 and math.isfinite(remaining) else 0
+    # int() truncates, which is floor for positive numbers; the comparisons are False for NaN
+    whole_age = int(age) if 0 < age < _FOREVER else 0
+    max_age = int(remaining) if 0 < remaining < _FOREVER else 0
     return whole_age, max_age
 
 
-def _request_values(request: Request, name: bytes) -> list[bytes]:
-    return [value for key, value in request.scope["headers"] if key == name]
+def _signed_floor(seconds: float) -> int:
+    """floor(seconds) for Cache-Status ttl (negative once stale); 0 for NaN or infinities."""
+    return math.floor(seconds) if -_FOREVER < seconds < _FOREVER else 0
+
+
+def _request_values(request: Request, name: bytes) -> list[bytes] | None:
+    """The values of a request header, or None when it is absent (the common case)."""
+    found: list[bytes] | None = None
+    for key, value in request.scope["headers"]:
+        if key == name:
+            if found is None:
+                found = [value]
+            else:
+                found.append(value)
+    return found
 
 
 def _has(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
-    return any(key == name for key, _ in headers)
+    # a loop, not any(<genexpr>): half the cost on the hit path
+    for key, _ in headers:  # noqa: SIM110
+        if key == name:
+            return True
+    return False
 
 
 def _not_modified(
@@ -394,21 +415,25 @@ class RouteHTTP:
         The entry is not modified (it may be shared between requests).
         """
         stored: list[tuple[bytes, bytes]] = entry.headers
-        age, max_age = freshness(entry.age, entry.remaining)
-        tail: list[tuple[bytes, bytes]] = [(b"age", b"%d" % age)]
+        remaining: float = entry.remaining
+        age, max_age = freshness(entry.age, remaining)
+        cache_state = _HIT_TTL + b"%d" % _signed_floor(remaining)
+        if params:
+            cache_state = b"; ".join((cache_state, *params))
+        headers = [*stored, (b"age", b"%d" % age)]
         if not _has(stored, _CACHE_CONTROL):
-            tail.append((_CACHE_CONTROL, b"max-age=%d" % max_age))
-        tail.extend(sub_response.raw_headers)  # what this request's dependencies set
-        tail.append(_X_HIT)
-        ttl = math.floor(entry.remaining) if math.isfinite(entry.remaining) else 0
-        tail.append((CACHE_STATUS_HEADER, cache_status(_HIT, b"ttl=%d" % ttl, *params)))
+            headers.append((_CACHE_CONTROL, b"max-age=%d" % max_age))
+        headers += sub_response.raw_headers  # what this request's dependencies set
+        headers.append(_X_HIT)
+        headers.append((CACHE_STATUS_HEADER, cache_state))
         status: int = entry.status
+        scope = request.scope
         if 200 <= status < 300:
             conditions = _request_values(request, b"if-none-match")
             if conditions and etag_matches(conditions, entry.etag):
-                return _not_modified(stored, tail)
-        body = b"" if request.scope.get("method") == "HEAD" else entry.body
-        return raw_response(status, [*stored, *tail], body)
+                return _not_modified(stored, headers[len(stored) :])
+        body = b"" if scope["method"] == "HEAD" else entry.body
+        return raw_response(status, headers, body)
 
     def miss(
         self,
