@@ -410,29 +410,80 @@ class RouteHTTP:
     ) -> Response:
         """The response for a usable entry: a 304 when If-None-Match matches its ETag.
 
-        ``params`` are more Cache-Status parameters (``b"fwd=stale"`` for a stale hit,
-        ``b"collapsed"`` for a request that waited on another's computation).
-        The entry is not modified (it may be shared between requests).
+        ``params`` are more Cache-Status parameters. The entry is not modified (it may be
+        shared between requests).
         """
-        stored: list[tuple[bytes, bytes]] = entry.headers
         remaining: float = entry.remaining
-        age, max_age = freshness(entry.age, remaining)
         cache_state = _HIT_TTL + b"%d" % _signed_floor(remaining)
         if params:
             cache_state = b"; ".join((cache_state, *params))
+        return self.from_entry(entry, request, sub_response, _X_HIT[1], cache_state)
+
+    def stale(
+        self,
+        entry: Any,
+        request: Request,
+        sub_response: Response,
+        *,
+        x_cache_status: bytes = b"HIT",
+        detail: bytes = b"",
+    ) -> Response:
+        """Hook for issue 5: a stale entry served (stale-while-revalidate, stale-if-error).
+
+        ``Cache-Status: fastapi-cachemate; hit; ttl=<negative>[; detail=...]`` (a negative
+        ttl is how RFC 9211 says stale), ``max-age=0`` unless the endpoint set its own,
+        ``Age`` past the ttl; the X-Cache-Status value is the caller's.
+        """
+        cache_state = _HIT_TTL + b"%d" % _signed_floor(entry.remaining)
+        if detail:
+            cache_state += b"; detail=" + detail
+        return self.from_entry(entry, request, sub_response, x_cache_status, cache_state)
+
+    def collapsed(
+        self,
+        entry: Any,
+        request: Request,
+        sub_response: Response,
+        *,
+        fwd: bytes = b"uri-miss",
+    ) -> Response:
+        """Hook for issue 5: a request that waited for another request's (or process's)
+        computation of its key and sends that result, as its own request asks (HEAD,
+        If-None-Match, its dependencies' headers).
+
+        ``entry``: anything with status, headers (as stored), body, etag, age and remaining,
+        e.g. ``kernels.read_entry(blob, now)`` of the blob the leader stored. Only a
+        storable computation may be shared (``Verdict.storable``).
+        ``X-Cache-Status: MISS``, ``Cache-Status: fastapi-cachemate; fwd=...; collapsed``.
+        """
+        cache_state = cache_status(b"fwd=" + fwd, b"collapsed")
+        return self.from_entry(entry, request, sub_response, _X_MISS[1], cache_state)
+
+    def from_entry(
+        self,
+        entry: Any,
+        request: Request,
+        sub_response: Response,
+        x_cache_status: bytes,
+        cache_state: bytes,
+    ) -> Response:
+        """A stored response sent to this request: Age, max-age (remaining freshness unless
+        the endpoint set a Cache-Control), this request's dependency headers, both status
+        headers; a 304 for a matching If-None-Match on a 2xx; no body for HEAD."""
+        stored: list[tuple[bytes, bytes]] = entry.headers
+        age, max_age = freshness(entry.age, entry.remaining)
         headers = [*stored, (b"age", b"%d" % age)]
         if not _has(stored, _CACHE_CONTROL):
             headers.append((_CACHE_CONTROL, b"max-age=%d" % max_age))
         headers += sub_response.raw_headers  # what this request's dependencies set
-        headers.append(_X_HIT)
+        headers.append((STATUS_HEADER, x_cache_status))
         headers.append((CACHE_STATUS_HEADER, cache_state))
         status: int = entry.status
-        scope = request.scope
         if 200 <= status < 300:
             conditions = _request_values(request, b"if-none-match")
             if conditions and etag_matches(conditions, entry.etag):
                 return _not_modified(stored, headers[len(stored) :])
-        body = b"" if scope["method"] == "HEAD" else entry.body
+        body = b"" if request.scope["method"] == "HEAD" else entry.body
         return raw_response(status, headers, body)
 
     def miss(

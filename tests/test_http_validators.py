@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -13,9 +15,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.requests import Request
+from starlette.responses import Response
 
 from fastapi_cachemate import CacheSetup
-from fastapi_cachemate._http import etag_matches, freshness
+from fastapi_cachemate._http import RouteHTTP, StatusTTLs, etag_matches, freshness
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer
 from tests.apps import served
@@ -330,3 +334,73 @@ async def test_bypass_mode_is_the_seeds(http_app: HttpApp) -> None:
         cached = await client.get("/counter", headers={"cache-control": "max-age=0"})
     assert skipped.headers[STATUS] == "NO_CACHE"
     assert cached.headers[STATUS] == "HIT"
+
+
+# --- the hooks for issue 5 (stale and collapsed answers) --------------------------------------
+
+
+def _route_http() -> RouteHTTP:
+    keyer = RouteKeyer(
+        prefix="p",
+        route_id="r",
+        mode="declared",
+        query_names=(),
+        scalar_names=frozenset(),
+        header_names=("accept-language",),
+        cookie_names=(),
+    )
+    return RouteHTTP(keyer, StatusTTLs(60))
+
+
+def _request(method: str = "GET", headers: Sequence[tuple[bytes, bytes]] = ()) -> Request:
+    return Request({"type": "http", "method": method, "headers": list(headers), "path": "/"})
+
+
+def _entry(created: float, now: float, ttl: float = 60, grace: float = 30) -> Any:
+    body = b"stored body"
+    blob = kernels.write_entry(
+        status=200,
+        headers=[(b"content-length", b"11"), (b"etag", kernels.body_etag(body))],
+        body=body,
+        created=created,
+        ttl=ttl,
+        grace=grace,
+    )
+    return kernels.read_entry(blob, now)
+
+
+def test_stale_hook() -> None:
+    http = _route_http()
+    entry = _entry(created=1000.0, now=1072.5)  # 12.5 s past its 60 s ttl
+    assert entry.state == kernels.STALE
+    response = http.stale(entry, _request(), Response(), x_cache_status=b"STALE")
+    headers = dict(response.raw_headers)
+    assert headers[b"cache-status"] == b"fastapi-cachemate; hit; ttl=-13"
+    assert headers[b"x-cache-status"] == b"STALE"
+    assert headers[b"cache-control"] == b"max-age=0"
+    assert headers[b"age"] == b"72"
+    assert response.body == b"stored body"
+    fallback = http.stale(entry, _request(), Response(), detail=b"stale-if-error")
+    assert dict(fallback.raw_headers)[b"cache-status"] == (
+        b"fastapi-cachemate; hit; ttl=-13; detail=stale-if-error"
+    )
+    etag = entry.etag
+    conditional = http.stale(entry, _request(headers=[(b"if-none-match", etag)]), Response())
+    assert conditional.status_code == 304
+    assert conditional.body == b""
+
+
+def test_collapsed_hook() -> None:
+    http = _route_http()
+    entry = _entry(created=1000.0, now=1000.2)
+    dependency = Response()
+    dependency.raw_headers.append((b"x-dependency", b"mine"))
+    response = http.collapsed(entry, _request("HEAD"), dependency)
+    headers = response.raw_headers
+    assert (b"cache-status", b"fastapi-cachemate; fwd=uri-miss; collapsed") in headers
+    assert (b"x-cache-status", b"MISS") in headers
+    assert (b"cache-control", b"max-age=59") in headers
+    assert (b"x-dependency", b"mine") in headers
+    assert (b"content-length", b"11") in headers
+    assert response.body == b""  # HEAD
+    assert entry.headers == [(b"content-length", b"11"), (b"etag", entry.etag)]  # untouched
