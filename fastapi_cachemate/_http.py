@@ -30,6 +30,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from fastapi.utils import is_body_allowed_for_status_code
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -354,6 +357,35 @@ class RouteHTTP:
         return age > limit and age >= settings.revalidate_min_age
 
     # --- after the computation ------------------------------------------------------------
+
+    async def handled(self, exc: HTTPException, request: Request) -> Response | None:
+        """The app's answer to an HTTPException the endpoint raised, when its status is one
+        that ``statuses=`` stores (``raise HTTPException(404)`` with ``statuses={404: 30}``);
+        None: re-raise it, as without the cache.
+
+        The handler is the one Starlette's exception middleware would pick (a handler for
+        the status code first, then for the exception's class), called the same way, so
+        the stored bytes are what the app would have sent.
+        """
+        if self._statuses.ttl_for(exc.status_code) is None:
+            return None
+        handlers = request.scope.get("starlette.exception_handlers")
+        if not isinstance(handlers, tuple) or len(handlers) != 2:
+            return None
+        exception_handlers, status_handlers = handlers
+        handler = status_handlers.get(exc.status_code)
+        if handler is None:
+            for cls in type(exc).__mro__:
+                handler = exception_handlers.get(cls)
+                if handler is not None:
+                    break
+        if handler is None:
+            return None
+        if is_async_callable(handler):
+            response = await handler(request, exc)
+        else:
+            response = await run_in_threadpool(handler, request, exc)
+        return response if isinstance(response, Response) else None
 
     def verdict(
         self,

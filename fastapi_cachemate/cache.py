@@ -38,6 +38,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 import redis.exceptions
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -46,6 +47,7 @@ from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
 from fastapi_cachemate._policy import CacheStatuses, Refusal, is_bypass, refusal
 from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
+from fastapi_cachemate._response import raw_response
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.types import Backend
 from fastapi_cachemate.settings import BaseCacheSettings
@@ -85,6 +87,7 @@ class _CacheDecorator(Protocol):
 _REFUSED_ROUTE = Refusal.of(CacheStatuses.CACHE_NOT, b"bypass", b"unkeyable-route")
 _REFUSED_KEY = Refusal.of(CacheStatuses.CACHE_BYPASS, b"bypass", b"unkeyable-request")
 _NOT_BUFFERED = Refusal.of(CacheStatuses.CACHE_NOT, b"uri-miss", b"not-buffered")
+_NO_HEADERS = raw_response(200, [], b"")  # merge_returned's injected response: adds nothing
 
 
 def cache_response(
@@ -424,7 +427,9 @@ class _CachedEndpoint:
         # Headers already on the injected response were set by this request's dependencies:
         # they run on every request, so they are not part of the entry.
         dependency_headers = list(sub_response.raw_headers)
-        result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
+        result, rendered, compute_ms = await self._compute(
+            plan, request, sub_response, args, kwargs
+        )
         if rendered is None:  # streaming or file: passed through, never stored
             result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
             result.raw_headers.append((CACHE_STATUS_HEADER, _NOT_BUFFERED.cache_status))
@@ -453,13 +458,22 @@ class _CachedEndpoint:
     async def _compute(
         self,
         plan: _Plan,
+        request: Request,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> tuple[Any, Response | None, float]:
         """(what the endpoint returned, its rendering or None, milliseconds both took)."""
         started = time.perf_counter()
-        result = await self.call(args, kwargs)
+        try:
+            result = await self.call(args, kwargs)
+        except HTTPException as exc:
+            # A raised status that statuses= stores: the app's handler renders it, once.
+            handled = None if plan.http is None else await plan.http.handled(exc, request)
+            if handled is None:
+                raise
+            rendered = merge_returned(handled, _NO_HEADERS)
+            return handled, rendered, (time.perf_counter() - started) * 1000.0
         rendered = await plan.renderer.render(result, sub_response, is_coroutine=self._is_coroutine)
         return result, rendered, (time.perf_counter() - started) * 1000.0
 

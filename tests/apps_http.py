@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import pytest
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastapi_cachemate import BaseCacheSettings
@@ -186,6 +187,26 @@ def build_http_app(lifespan: Lifespan | None = None) -> FastAPI:
     async def page(name: str) -> dict[str, Any]:
         calls[f"page-{name}"] += 1
         return {"page": name}
+
+    @app.exception_handler(410)
+    async def gone_handler(request: Request, exc: Exception) -> Response:
+        calls["gone-handler"] += 1
+        return PlainTextResponse(f"gone for good {calls['gone-handler']}", status_code=410)
+
+    @app.get("/raise/{code}")
+    @cache_response(ttl=60, statuses={200: 60, 404: 30, 410: 600})
+    async def raising(code: int, response: Response) -> dict[str, Any]:
+        calls[f"raise-{code}"] += 1
+        response.headers["x-endpoint"] = "discarded with the exception"
+        if code != 200:
+            raise HTTPException(code, detail=f"no {calls[f'raise-{code}']}", headers={"x-why": "r"})
+        return {"ok": True}
+
+    @app.get("/raise-default/{code}")
+    @cache_response(ttl=60)
+    async def raising_default(code: int) -> dict[str, Any]:
+        calls[f"raise-default-{code}"] += 1
+        raise HTTPException(code, detail=f"no {calls[f'raise-default-{code}']}")
 
     @app.get("/short")
     @cache_response(ttl=2.5)

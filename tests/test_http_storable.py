@@ -134,6 +134,49 @@ async def test_per_status_ttls_are_the_entrys_lifetime(http_app: HttpApp) -> Non
     assert app.state.calls["custom/not-found"] == 1
 
 
+# --- raised HTTPExceptions ----------------------------------------------------------------------
+
+
+async def test_raised_http_exception_of_a_stored_status(http_app: HttpApp) -> None:
+    app = http_app()
+    async with served(app) as client:
+        first, second = await _twice(client, "/raise/404")
+    for response in (first, second):
+        assert response.status_code == 404
+        # what FastAPI's own handler answers, with the exception's headers
+        assert response.json() == {"detail": "no 1"}
+        assert response.headers["x-why"] == "r"
+        assert "x-endpoint" not in response.headers  # discarded with the exception
+    assert [first.headers[STATUS], second.headers[STATUS]] == ["MISS", "HIT"]
+    assert first.headers["cache-control"] == "max-age=30"
+    assert app.state.calls["raise-404"] == 1
+
+
+async def test_raised_http_exception_uses_the_apps_handler(http_app: HttpApp) -> None:
+    app = http_app()
+    async with served(app) as client:
+        first, second = await _twice(client, "/raise/410")
+    assert first.status_code == second.status_code == 410
+    assert first.text == second.text == "gone for good 1"
+    assert [first.headers[STATUS], second.headers[STATUS]] == ["MISS", "HIT"]
+    assert first.headers["cache-control"] == "max-age=600"
+    assert app.state.calls["gone-handler"] == 1
+
+
+@pytest.mark.parametrize("url", ["/raise/403", "/raise-default/404", "/raise-default/500"])
+async def test_raised_http_exception_of_another_status_propagates(
+    http_app: HttpApp, url: str
+) -> None:
+    app = http_app()
+    async with served(app) as client:
+        first, second = await _twice(client, url)
+    assert first.status_code == second.status_code == int(url.rsplit("/", 1)[1])
+    assert [first.json(), second.json()] == [{"detail": "no 1"}, {"detail": "no 2"}]
+    # answered by FastAPI's handler outside the cache: no cache header at all
+    assert STATUS not in first.headers
+    assert CACHE_STATUS not in second.headers
+
+
 # --- requests that never use the cache -------------------------------------------------------
 
 
