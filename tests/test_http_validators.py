@@ -54,6 +54,35 @@ def test_etag_matches() -> None:
     assert not etag_matches([b"*"], b"")  # nothing to match
 
 
+_OPAQUE = st.text(alphabet="abcXYZ019-_,/ W", max_size=6)  # etagc, a comma and a space
+
+
+@given(
+    target=_OPAQUE,
+    target_weak=st.booleans(),
+    tags=st.lists(st.tuples(st.booleans(), _OPAQUE), max_size=5),
+    star=st.booleans(),
+    lines=st.integers(min_value=1, max_value=3),
+    separator=st.sampled_from([", ", ",", " , ", ",,"]),
+)
+def test_etag_matches_any_list(
+    target: str,
+    target_weak: bool,
+    tags: list[tuple[bool, str]],
+    star: bool,
+    lines: int,
+    separator: str,
+) -> None:
+    members = [("W/" if weak else "") + f'"{opaque}"' for weak, opaque in tags]
+    if star:
+        members.append("*")
+    # the members, split over `lines` header lines
+    values = [separator.join(members[i::lines]).encode() for i in range(lines)]
+    etag = (("W/" if target_weak else "") + f'"{target}"').encode()
+    expected = star or any(opaque == target for _, opaque in tags)
+    assert etag_matches(values, etag) == expected
+
+
 def _page_etag(name: str) -> str:
     body = json.dumps({"page": name}, separators=(",", ":")).encode()
     return kernels.body_etag(body).decode()
