@@ -25,12 +25,13 @@ Nothing here does I/O; ``cache.py`` does the lookups and the stores.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from fastapi.utils import is_body_allowed_for_status_code
-from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -279,6 +280,15 @@ def _has(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
     return False
 
 
+def _is_async_callable(obj: Any) -> bool:
+    """As Starlette decides how to call an exception handler (partials unwrapped)."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return inspect.iscoroutinefunction(obj) or (
+        callable(obj) and inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
+    )
+
+
 def _not_modified(
     headers: list[tuple[bytes, bytes]], tail: list[tuple[bytes, bytes]], background: Any = None
 ) -> Response:
@@ -381,7 +391,7 @@ class RouteHTTP:
                     break
         if handler is None:
             return None
-        if is_async_callable(handler):
+        if _is_async_callable(handler):
             response = await handler(request, exc)
         else:
             response = await run_in_threadpool(handler, request, exc)
