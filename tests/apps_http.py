@@ -193,8 +193,13 @@ def build_http_app(lifespan: Lifespan | None = None) -> FastAPI:
         calls["gone-handler"] += 1
         return PlainTextResponse(f"gone for good {calls['gone-handler']}", status_code=410)
 
+    @app.exception_handler(451)
+    def legal_handler(request: Request, exc: Exception) -> Response:  # a plain def handler
+        calls["legal-handler"] += 1
+        return PlainTextResponse(f"unavailable {calls['legal-handler']}", status_code=451)
+
     @app.get("/raise/{code}")
-    @cache_response(ttl=60, statuses={200: 60, 404: 30, 410: 600})
+    @cache_response(ttl=60, statuses={200: 60, 404: 30, 410: 600, 451: 600})
     async def raising(code: int, response: Response) -> dict[str, Any]:
         calls[f"raise-{code}"] += 1
         response.headers["x-endpoint"] = "discarded with the exception"

@@ -152,15 +152,21 @@ async def test_raised_http_exception_of_a_stored_status(http_app: HttpApp) -> No
     assert app.state.calls["raise-404"] == 1
 
 
-async def test_raised_http_exception_uses_the_apps_handler(http_app: HttpApp) -> None:
+@pytest.mark.parametrize(
+    ("code", "text", "handler"),
+    [(410, "gone for good 1", "gone-handler"), (451, "unavailable 1", "legal-handler")],
+)
+async def test_raised_http_exception_uses_the_apps_handler(
+    http_app: HttpApp, code: int, text: str, handler: str
+) -> None:
     app = http_app()
     async with served(app) as client:
-        first, second = await _twice(client, "/raise/410")
-    assert first.status_code == second.status_code == 410
-    assert first.text == second.text == "gone for good 1"
+        first, second = await _twice(client, f"/raise/{code}")
+    assert first.status_code == second.status_code == code
+    assert first.text == second.text == text
     assert [first.headers[STATUS], second.headers[STATUS]] == ["MISS", "HIT"]
     assert first.headers["cache-control"] == "max-age=600"
-    assert app.state.calls["gone-handler"] == 1
+    assert app.state.calls[handler] == 1
 
 
 @pytest.mark.parametrize("url", ["/raise/403", "/raise-default/404", "/raise-default/500"])
