@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from fastapi_cachemate import CacheSetup
+from fastapi_cachemate import CacheSetup, metrics
 from fastapi_cachemate._singleflight import SingleFlight
 from tests.apps import served
 from tests.apps_http import HttpApp, http_app_fixture  # noqa: F401
@@ -124,3 +124,36 @@ async def test_stale_while_revalidate_headers(http_app: HttpApp) -> None:
     assert stale.headers[CACHE_STATUS] == "fastapi-cachemate; hit; ttl=-5"
     assert stale.headers["cache-control"] == "max-age=0"
     assert stale.headers["age"] == "64"
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("not-found", "status"),
+        ("set-cookie", "set_cookie"),
+        ("no-store", "no_store"),
+        ("private", "private"),
+        ("vary-star", "vary_star"),
+        ("vary-unkeyed", "vary_star"),
+    ],
+)
+async def test_verdicts_are_counted_as_not_stored(
+    http_app: HttpApp, case: str, reason: str
+) -> None:
+    metrics.reset()
+    app = http_app()
+    async with served(app) as client:
+        answer = await client.get(f"/default/{case}")
+    assert answer.headers[STATUS] == "MISS"
+    row = {k: v for k, v in metrics.snapshot()["endpoints"]["/default/{case}"].items() if v}
+    assert row == {"misses": 1, "not_stored": 1, f"not_stored_{reason}": 1}
+
+
+async def test_authorization_refusal_is_counted(http_app: HttpApp) -> None:
+    metrics.reset()
+    app = http_app()
+    async with served(app) as client:
+        answer = await client.get("/whoami", headers={"authorization": "Bearer alice"})
+    assert answer.headers[CACHE_STATUS] == "fastapi-cachemate; fwd=request; detail=authorization"
+    row = {k: v for k, v in metrics.snapshot()["endpoints"]["/whoami"].items() if v}
+    assert row == {"no_cache": 1, "not_stored": 1, "not_stored_authorization": 1}
