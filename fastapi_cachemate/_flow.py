@@ -128,6 +128,9 @@ class Shared(NamedTuple):
     status: int
     headers: Headers  # as stored: without any request's dependency headers
     body: bytes
+    etag: bytes  # the entry's validator (If-None-Match of each request)
+    created: float  # when it was computed: Age and max-age of each request
+    ttl: float
 
 
 class Computed(NamedTuple):
@@ -139,6 +142,8 @@ class Computed(NamedTuple):
     shared: Shared | None  # what followers may send; None: not shareable (private...)
     failed: bool  # a 5xx answer: a stale entry may replace it (stale-if-error)
     ticket: ComputeTicket | None = None  # Backend.begin_compute's, before computing
+    http: Any = None  # cache.py's: what the HTTP headers of this request's answer need
+    ttl: float = 0.0  # the entry's ttl (per status): what blob is stored for
 
 
 class Outcome(NamedTuple):
@@ -444,22 +449,26 @@ class Flow:
     async def miss(
         self,
         compute: Callable[[], Awaitable[Computed]],
-        ttl: float,
         previous: Any,
         fingerprint: bytes,
+        *,
+        revalidate: bool = False,
     ) -> Outcome:
         """Compute once for all concurrent requests of the key (in this process and across).
 
         previous: the entry read at the key (stale or expired) or None; its compute time
         sizes the lock, and inside stale_if_error it is served when the computation fails.
+        revalidate: previous is fresh but the client asked for a newer one (issue 4's
+        client_cache_control="revalidate"): only an entry created after it counts as found.
         """
+        newer_than = previous.created if revalidate and previous is not None else None
         fallback = self.error_fallback(previous)
         compute_s = None if previous is None else previous.compute_ms / 1000.0
         own: Computed | None = None
 
         async def lead() -> _Lead:
             nonlocal own
-            led = await self._lead(compute, ttl, compute_s, fingerprint, fallback)
+            led = await self._lead(compute, compute_s, fingerprint, fallback, newer_than)
             if isinstance(led, Computed):
                 own = led
                 if led.failed:
@@ -496,10 +505,10 @@ class Flow:
     async def _lead(
         self,
         compute: Callable[[], Awaitable[Computed]],
-        ttl: float,
         compute_s: float | None,
         fingerprint: bytes,
         fallback: Any,
+        newer_than: float | None = None,
     ) -> Computed | Shared | _Stale:
         """The single-flight leader: hold the lease and compute, or find the value."""
         if self.down:
@@ -514,6 +523,8 @@ class Flow:
             entry = self.decode(await self._fetch(), fingerprint)
             if entry is None or entry.state != kernels.FRESH:
                 return None
+            if newer_than is not None and entry.created <= newer_than:
+                return None  # the entry being revalidated: compute a newer one
             return entry
 
         got = await acquire_or_wait(
@@ -529,7 +540,9 @@ class Flow:
             self.stats.lock_wait()  # this request waited for another process's computation
         if isinstance(got, Found):
             entry = got.value
-            return Shared(entry.status, tuple(entry.headers), entry.body)
+            return Shared(
+                entry.status, tuple(entry.headers), entry.body, entry.etag, entry.created, entry.ttl
+            )
         if isinstance(got, NoLease):
             if got.reason == "timeout":
                 self.stats.lock_timeout()
@@ -541,13 +554,13 @@ class Flow:
             return await compute()  # never stored: someone else holds the lock
         async with got:
             computed = await compute()
-            await self.store(computed, ttl)
+            await self.store(computed, computed.ttl)
             if self.down:
                 got.forget()  # the backend is unavailable: the lock expires by itself
         return computed
 
-    async def store_refreshed(self, computed: Computed, ttl: float) -> bool:
-        """The background refresh's store (it holds the lease already)."""
+    async def store_refreshed(self, computed: Computed) -> bool:
+        """The background refresh's store (it holds the lease already), for its ttl."""
         if computed.failed:
             return False
-        return await self.store(computed, ttl)
+        return await self.store(computed, computed.ttl)

@@ -1,21 +1,28 @@
 """The first step of a request: may this request use the cache at all?
 
-``decide()`` returns None when the request may be answered from (and stored in) the cache,
-or the status that says why not:
+``refusal()`` returns None when the request may be answered from (and stored in) the cache,
+or a ``Refusal`` that says why not, in both status headers:
 
-- BYPASS: the server said so, by the configured bypass header and value
-  (``BaseCacheSettings.bypass_header`` / ``bypass_value``) or by ``is_bypass`` set in a
-  dependency;
-- NO_CACHE: the client said so (``Cache-Control: no-cache`` or ``no-store``, unless the
-  ``client_cache_control`` setting is ``"ignore"``), or the method is not GET / HEAD.
+- BYPASS (``Cache-Status: fwd=bypass``): the server said so, by the configured bypass header
+  and value (``BaseCacheSettings.bypass_header`` / ``bypass_value``) or by ``is_bypass`` set
+  in a dependency;
+- NO_CACHE, ``fwd=method``: the method is not GET / HEAD;
+- NO_CACHE, ``fwd=request``: the client said so (``Cache-Control: no-cache`` or
+  ``no-store``) and the ``client_cache_control`` setting is ``"bypass"`` (the seed's
+  behaviour). With ``"ignore"`` client directives are ignored; with ``"revalidate"`` they
+  do not refuse the cache here: ``client_max_age()`` tells the hit path (``_http``) to
+  refresh an entry that is older than the client accepts.
 
-The order is the seed's: server decisions first, then the client's and the method.
+``decide()`` is the same decision as the bare X-Cache-Status value (the seed-era API).
+The order is the seed's: server decisions first, then the method and the client's.
 """
 
 from __future__ import annotations
 
+import math
 from contextvars import ContextVar
 from enum import Enum
+from typing import NamedTuple
 
 from starlette.requests import Request
 
@@ -24,19 +31,25 @@ from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = [
     "CACHEABLE_METHODS",
+    "CACHE_NAME",
     "CacheStatuses",
+    "Refusal",
     "cache_control_directives",
+    "cache_status",
+    "client_max_age",
     "client_skips_cache",
     "decide",
+    "header_refusal",
     "is_bypass",
+    "refusal",
     "unstorable_reason",
+    "vary_names",
 ]
 
 is_bypass: ContextVar[bool] = ContextVar("is_bypass", default=False)
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 _SKIP_DIRECTIVES = frozenset({"no-cache", "no-store"})
-_PRIVATE_DIRECTIVES = frozenset({"no-store", "private"})
 
 
 class CacheStatuses(str, Enum):
@@ -46,6 +59,35 @@ class CacheStatuses(str, Enum):
     CACHE_MISS = "MISS"
     CACHE_BYPASS = "BYPASS"
     CACHE_NOT = "NO_CACHE"
+
+
+#: The cache's name in the ``Cache-Status`` header (RFC 9211).
+CACHE_NAME = b"fastapi-cachemate"
+
+
+def cache_status(*params: bytes) -> bytes:
+    """A ``Cache-Status`` member: ``fastapi-cachemate; <param>; <param>...`` (RFC 9211)."""
+    return b"; ".join((CACHE_NAME, *params))
+
+
+class Refusal(NamedTuple):
+    """Why a request does not use the cache: the X-Cache-Status value and the Cache-Status
+    member (``fwd=...`` and an optional ``detail=...``)."""
+
+    status: CacheStatuses
+    cache_status: bytes
+
+    @classmethod
+    def of(cls, status: CacheStatuses, fwd: bytes, detail: bytes = b"") -> Refusal:
+        params = [b"fwd=" + fwd]
+        if detail:
+            params.append(b"detail=" + detail)
+        return cls(status, cache_status(*params))
+
+
+REFUSED_BYPASS = Refusal.of(CacheStatuses.CACHE_BYPASS, b"bypass")
+REFUSED_METHOD = Refusal.of(CacheStatuses.CACHE_NOT, b"method")
+REFUSED_CLIENT = Refusal.of(CacheStatuses.CACHE_NOT, b"request", b"client-no-cache")
 
 
 def cache_control_directives(values: list[str]) -> dict[str, str | None]:
@@ -108,6 +150,27 @@ def client_skips_cache(request: Request) -> bool:
     return not _SKIP_DIRECTIVES.isdisjoint(cache_control_directives(values))
 
 
+def client_max_age(request: Request) -> float | None:
+    """The oldest entry (seconds) the client's Cache-Control accepts; None: any.
+
+    ``no-cache`` and ``no-store`` are 0, ``max-age=N`` is N (the smallest when several
+    directives say something); an invalid max-age argument is ignored.
+    """
+    values = request.headers.getlist("cache-control")
+    if not values:
+        return None
+    directives = cache_control_directives(values)
+    limit: float | None = None
+    if not _SKIP_DIRECTIVES.isdisjoint(directives):
+        limit = 0.0
+    argument = directives.get("max-age")
+    if argument is not None and argument.isdigit():  # delta-seconds: 1*DIGIT
+        seconds = float(argument)
+        if math.isfinite(seconds) and (limit is None or seconds < limit):
+            limit = seconds
+    return limit
+
+
 def _bypass_header_matches(request: Request, bypass: ByPass) -> bool:
     if bypass.value is None:
         return False
@@ -115,36 +178,63 @@ def _bypass_header_matches(request: Request, bypass: ByPass) -> bool:
     return got is not None and got == bypass.value
 
 
-def decide(request: Request, bypass: ByPass, settings: BaseCacheSettings) -> CacheStatuses | None:
-    """None if the cache may be used for this request, else BYPASS or NO_CACHE."""
+def refusal(request: Request, bypass: ByPass, settings: BaseCacheSettings) -> Refusal | None:
+    """None if the cache may be used for this request, else why not."""
     if is_bypass.get() or _bypass_header_matches(request, bypass):
-        return CacheStatuses.CACHE_BYPASS
+        return REFUSED_BYPASS
     if request.method not in CACHEABLE_METHODS:
-        return CacheStatuses.CACHE_NOT
-    # "revalidate" (issue 4) behaves as "bypass" until the revalidation path exists.
-    if settings.client_cache_control != "ignore" and client_skips_cache(request):
-        return CacheStatuses.CACHE_NOT
+        return REFUSED_METHOD
+    if settings.client_cache_control == "bypass" and client_skips_cache(request):
+        return REFUSED_CLIENT
     return None
 
 
-def unstorable_reason(status: int, headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why a rendered response must not be stored (None: it may be).
+def decide(request: Request, bypass: ByPass, settings: BaseCacheSettings) -> CacheStatuses | None:
+    """None if the cache may be used for this request, else BYPASS or NO_CACHE."""
+    refused = refusal(request, bypass, settings)
+    return None if refused is None else refused.status
 
-    The minimal rule of a shared cache (issue 4 refines it): 2xx only; never a response that
-    sets a cookie (one client's cookie would be replayed to all) or that says
-    ``Cache-Control: no-store`` / ``private``. headers are the ones that would be stored
-    (those of the request's dependencies are already removed).
+
+def unstorable_reason(status: int, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why a rendered response must not be stored under the default rule (None: it may be).
+
+    The default statuses are 2xx except 206; ``header_refusal`` says the rest. headers are
+    the ones that would be stored (those of the request's dependencies already removed).
     """
-    if not 200 <= status < 300:
-        return f"status {status}"
+    if not 200 <= status < 300 or status == 206:
+        return f"status-{status}"
+    return header_refusal(headers)
+
+
+def header_refusal(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why these response headers forbid storing (a token for Cache-Status detail) or None.
+
+    Never stored, whatever the status (RFC 9111 section 3 for a shared cache): a response
+    that sets a cookie (one client's cookie would be replayed to all), that says
+    ``Cache-Control: no-store`` or ``private`` (qualified or not), or ``Vary: *``.
+    """
     cache_control: list[str] = []
     for name, value in headers:
         if name == b"set-cookie":
             return "set-cookie"
         if name == b"cache-control":
             cache_control.append(value.decode("latin-1"))
+        elif name == b"vary" and b"*" in value and "*" in vary_names([value]):
+            return "vary-star"
     if cache_control:
-        found = _PRIVATE_DIRECTIVES.intersection(cache_control_directives(cache_control))
-        if found:
-            return f"cache-control: {', '.join(sorted(found))}"
+        directives = cache_control_directives(cache_control)
+        for directive in ("no-store", "private"):
+            if directive in directives:
+                return directive
     return None
+
+
+def vary_names(values: list[bytes]) -> list[str]:
+    """The field names of Vary header values, lower-cased, in order, without duplicates."""
+    names: list[str] = []
+    for value in values:
+        for part in value.decode("latin-1").split(","):
+            name = part.strip().lower()
+            if name and name not in names:
+                names.append(name)
+    return names

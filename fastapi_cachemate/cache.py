@@ -7,17 +7,18 @@ them), and wraps the endpoint in one pipeline per request::
     policy -> key -> lookup -> decode -> hit  -> Response from the stored bytes
                                       -> miss -> call -> render -> store -> Response
 
-- policy (``_policy.decide``): BYPASS / NO_CACHE requests call the endpoint and say why in
-  X-Cache-Status;
+- policy (``_policy.refusal``, then ``_http.RouteHTTP.refuse``): BYPASS / NO_CACHE
+  requests call the endpoint and say why in X-Cache-Status and Cache-Status;
 - key: the route's ``RouteKeyer`` (built once per route from FastAPI's dependant tree)
   gives the key and an 8-byte fingerprint of what identifies the response;
 - lookup: one ``Backend.fetch``; a backend error is a miss (logged);
 - decode: ``kernels.read_entry`` with the fingerprint; malformed, foreign or expired bytes
   are a miss, and the store that follows overwrites them;
-- hit: the stored status, headers and body, sent as they are (no validation, no JSON);
+- hit: the stored status, headers and body, sent as they are (no validation, no JSON),
+  with the HTTP headers of ``_http.RouteHTTP.hit`` (Age, max-age, Cache-Status; a 304);
 - miss: the endpoint (a plain ``def`` in the threadpool, as FastAPI does), rendered as
   FastAPI would (``_render``), stored through ``kernels.write_entry`` unless it must not
-  be (``_policy.unstorable_reason``: not 2xx, Set-Cookie, Cache-Control no-store/private).
+  be (``_http.RouteHTTP.verdict``: statuses, Set-Cookie, no-store/private, Vary: *, ...).
 
 The cache never turns a request into an error: everything it does can fail into a plain
 call of the endpoint. Errors of the endpoint itself (and of its response model) propagate
@@ -31,7 +32,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
 import redis.exceptions
@@ -43,9 +44,16 @@ from starlette.responses import Response
 
 from fastapi_cachemate import _log, metrics
 from fastapi_cachemate._flow import Computed, Flow, Shared
+from fastapi_cachemate._http import (
+    CACHE_STATUS_HEADER,
+    REFUSED_AUTHORIZATION,
+    RouteHTTP,
+    StatusTTLs,
+    Verdict,
+)
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
-from fastapi_cachemate._policy import CacheStatuses, decide, is_bypass, unstorable_reason
+from fastapi_cachemate._policy import CacheStatuses, Refusal, is_bypass, refusal
 from fastapi_cachemate._refresh import RefreshTicket, refresh_ticket
 from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
 from fastapi_cachemate._response import raw_response
@@ -76,7 +84,6 @@ BACKEND_ERRORS: tuple[type[BaseException], ...] = (
 _REQUEST_PARAM = "__dependencies_request__"
 _RESPONSE_PARAM = "__dependencies_response__"
 _STATUS_HEADER = b"x-cache-status"
-_CACHE_CONTROL = b"cache-control"
 _STATUS_VALUES = {status: status.value.encode("ascii") for status in CacheStatuses}
 # X-Cache-Status values beyond the seed's (CacheStatuses is issue 4's: not extended here)
 _STALE = b"STALE"  # past its ttl, inside stale_while_revalidate: one refresh runs
@@ -86,6 +93,10 @@ _COMPRESSION = {
     "smart": kernels.COMPRESS_SMART,
     "disabled": kernels.COMPRESS_DISABLED,
 }
+_REFUSED_ROUTE = Refusal.of(CacheStatuses.CACHE_NOT, b"bypass", b"unkeyable-route")
+_REFUSED_KEY = Refusal.of(CacheStatuses.CACHE_BYPASS, b"bypass", b"unkeyable-request")
+_NOT_BUFFERED = Refusal.of(CacheStatuses.CACHE_NOT, b"uri-miss", b"not-buffered")
+_NO_HEADERS = raw_response(200, [], b"")  # merge_returned's injected response: adds nothing
 
 
 class _CacheDecorator(Protocol):
@@ -100,15 +111,23 @@ def cache_response(
     *,
     vary: Sequence[str] = (),
     tags: Sequence[str] = (),
+    statuses: Mapping[int | str, float] | Iterable[int | str] | None = None,
+    public: bool = False,
     stale_while_revalidate: float | None = None,
     stale_if_error: float | None = None,
 ) -> _CacheDecorator:
     """Cache the endpoint's rendered response for ttl seconds.
 
     :param ttl: seconds an entry is fresh (an int or a float, > 0).
-    :param vary: request header names whose values enter the key.
+    :param vary: request header names whose values enter the key (and the Vary header),
+        or ``"cookie:<name>"``.
     :param tags: tags of the entries, templated from the endpoint's parameters
         (``"blog:{blog_id}"``); ``invalidate_tags("blog:42")`` drops them.
+    :param statuses: the response statuses that are stored: None (2xx except 206, for
+        ttl), or the complete list as ``{status: ttl}`` (e.g. ``{200: 300, 301: 3600,
+        404: 30}``) or as statuses stored for ttl; ``"2xx"``-style classes are accepted.
+    :param public: also cache requests that carry Authorization although the key does
+        not hold it (the response is the same for every user).
     :param stale_while_revalidate: seconds past ttl during which the stale entry is served
         while one background refresh recomputes it (None: the setting of that name).
     :param stale_if_error: seconds past ttl during which the stale entry is served when
@@ -120,13 +139,14 @@ def cache_response(
     ttl = _checked_ttl(ttl)
     vary = _checked_vary(vary)
     templates = TagTemplates(tags)
+    http = (StatusTTLs(ttl, statuses), bool(public))
     stale = (
         _checked_seconds("stale_while_revalidate", stale_while_revalidate),
         _checked_seconds("stale_if_error", stale_if_error),
     )
 
     def decorator(func: Callable[..., Any], /) -> Callable[..., Awaitable[Any]]:
-        return _wrap(func, ttl, vary, templates, stale)
+        return _wrap(func, ttl, vary, templates, stale, http)
 
     return decorator
 
@@ -255,6 +275,7 @@ def _wrap(
     vary: tuple[str, ...],
     tags: TagTemplates,
     stale: tuple[float | None, float | None] = (None, None),
+    http: tuple[StatusTTLs, bool] | None = None,
 ) -> Callable[..., Awaitable[Any]]:
     endpoint = _checked_endpoint(func)
     check_endpoint(endpoint)  # what the key cannot cover is an error now, not per request
@@ -268,7 +289,7 @@ def _wrap(
         )
         if not own
     )
-    cached = _CachedEndpoint(endpoint, ttl, vary, added, tags, stale)
+    cached = _CachedEndpoint(endpoint, ttl, vary, added, tags, stale, http)
 
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -300,6 +321,7 @@ class _Plan(NamedTuple):
     keyer: RouteKeyer | None  # None: this route cannot be keyed (logged once), not cached
     renderer: RouteRenderer
     stats: metrics.EndpointStats  # the route's counters (metrics.endpoint_name)
+    http: RouteHTTP | None  # None when keyer is None
 
 
 class _Slot(NamedTuple):
@@ -325,7 +347,9 @@ class _CachedEndpoint:
         "_is_coroutine",
         "_name",
         "_plans",
+        "_public",
         "_stale",
+        "_statuses",
         "_tags",
         "_ttl",
         "_vary",
@@ -339,6 +363,7 @@ class _CachedEndpoint:
         injected: tuple[str, ...],
         tags: TagTemplates,
         stale: tuple[float | None, float | None] = (None, None),
+        http: tuple[StatusTTLs, bool] | None = None,
     ) -> None:
         self._func = func
         self._tags = tags
@@ -348,6 +373,7 @@ class _CachedEndpoint:
         self._vary = vary
         self._injected = injected
         self._stale = stale  # (stale_while_revalidate, stale_if_error); None: the settings'
+        self._statuses, self._public = (StatusTTLs(ttl), False) if http is None else http
         self._plans: dict[int, _Plan] = {}
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -366,35 +392,48 @@ class _CachedEndpoint:
             _log_unconfigured()
             return await self.call(args, kwargs)
         settings = CacheSetup.settings()
-        refusal = decide(request, CacheSetup.bypass(), settings)
-        if refusal is not None:
+        refused = refusal(request, CacheSetup.bypass(), settings)
+        if refused is not None:
             stats = self._stats(self._plan(request))
-            return await self._uncached(refusal, stats, sub_response, args, kwargs)
+            return await self._uncached(refused, stats, sub_response, args, kwargs)
         plan = self._plan(request)
-        if plan is None or plan.keyer is None:
+        if plan is None or plan.keyer is None or plan.http is None:
             stats = self._stats(plan)
-            return await self._uncached(CacheStatuses.CACHE_NOT, stats, sub_response, args, kwargs)
-        keyed = _key(plan.keyer, request)
+            return await self._uncached(_REFUSED_ROUTE, stats, sub_response, args, kwargs)
+        http = plan.http
+        refused = http.refuse(request)  # Authorization, a request body, ...
+        if refused is not None:
+            return await self._uncached(refused, plan.stats, sub_response, args, kwargs)
+        keyed = _key(plan.keyer, http.key_request(request))
         if keyed is None:
-            bypass = CacheStatuses.CACHE_BYPASS
-            return await self._uncached(bypass, plan.stats, sub_response, args, kwargs)
+            return await self._uncached(_REFUSED_KEY, plan.stats, sub_response, args, kwargs)
         slot = _Slot(CacheSetup.backend(), settings, *keyed, plan.stats)
         flow = self._flow(slot)
         ticket = refresh_ticket(request.scope)
         if ticket is not None:  # a background refresh re-entering the app (see _refresh)
-            return await self._refresh(plan, slot, flow, ticket, sub_response, args, kwargs)
-        entry = flow.decode(await flow.fetch(), slot.fingerprint)
+            return await self._refresh(
+                plan, slot, flow, ticket, request, sub_response, args, kwargs
+            )
+        raw = await flow.fetch()
+        entry = flow.decode(raw, slot.fingerprint)
+        fwd = b"uri-miss" if raw is None else b"miss"
         if entry is not None:
             if entry.state == kernels.FRESH:
-                slot.stats.hit()
-                if flow.refresh_due(entry):
-                    flow.spawn_refresh(entry, request.scope)
-                return _hit(entry, sub_response, self._ttl)
-            if flow.servable_stale(entry):
+                if not http.revalidation_due(request, entry, settings):
+                    slot.stats.hit()
+                    if flow.refresh_due(entry):
+                        flow.spawn_refresh(entry, request.scope)
+                    return http.hit(entry, request, sub_response)
+                fwd = b"request"  # client_cache_control="revalidate": the shared computation
+            elif flow.servable_stale(entry):
                 slot.stats.stale()
                 flow.spawn_refresh(entry, request.scope)
-                return _stale(entry, sub_response, _STALE)
-        return await self._miss(plan, slot, flow, entry, sub_response, args, kwargs)
+                return http.stale(entry, request, sub_response, x_cache_status=_STALE)
+            else:
+                fwd = b"stale"
+        return await self._miss(
+            plan, slot, flow, entry, request, sub_response, args, kwargs, fwd=fwd
+        )
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -422,7 +461,9 @@ class _CachedEndpoint:
         plan = self._plans.get(id(route))
         if plan is None or plan.route is not route or plan.prefix != prefix:
             stats = metrics.endpoint(metrics.endpoint_name(route))
-            plan = _Plan(route, prefix, self._keyer(route, prefix), RouteRenderer(route), stats)
+            keyer = self._keyer(route, prefix)
+            http = None if keyer is None else RouteHTTP(keyer, self._statuses, public=self._public)
+            plan = _Plan(route, prefix, keyer, RouteRenderer(route), stats, http)
             self._plans[id(route)] = plan
             register_app(request.app)  # invalidate(endpoint, ...) finds its routes there
         return plan
@@ -446,24 +487,29 @@ class _CachedEndpoint:
 
     async def _uncached(
         self,
-        status: CacheStatuses,
+        refused: Refusal,
         stats: metrics.EndpointStats,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if status is CacheStatuses.CACHE_BYPASS:
+        if refused.status is CacheStatuses.CACHE_BYPASS:
             stats.bypass()
         else:
             stats.no_cache()
+            if refused is REFUSED_AUTHORIZATION:
+                stats.not_stored(metrics.REASON_AUTHORIZATION)
         result = await self.call(args, kwargs)
-        value = _STATUS_VALUES[status]
+        added = [
+            (_STATUS_HEADER, _STATUS_VALUES[refused.status]),
+            (CACHE_STATUS_HEADER, refused.cache_status),
+        ]
         if not isinstance(result, Response):
-            sub_response.raw_headers.append((_STATUS_HEADER, value))
+            sub_response.raw_headers.extend(added)
             return result  # FastAPI renders it and merges sub_response's headers
         merged = merge_returned(result, sub_response)
         target = result if merged is None else merged
-        target.raw_headers.append((_STATUS_HEADER, value))
+        target.raw_headers.extend(added)
         return target
 
     async def _miss(
@@ -472,25 +518,36 @@ class _CachedEndpoint:
         slot: _Slot,
         flow: Flow,
         previous: Any,
+        request: Request,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        *,
+        fwd: bytes = b"uri-miss",
     ) -> Any:
         """One computation for all concurrent requests of the key (``Flow.miss``)."""
+        assert plan.http is not None
         slot.stats.miss()
         outcome = await flow.miss(
-            self._computation(plan, slot, flow, sub_response, args, kwargs),
-            self._ttl,
+            self._computation(plan, slot, flow, request, sub_response, args, kwargs),
             previous,
             slot.fingerprint,
+            revalidate=fwd == b"request",
         )
         if outcome.kind == "stale":
-            return _stale(previous, sub_response, _STALE_IF_ERROR)
+            return plan.http.stale(
+                previous,
+                request,
+                sub_response,
+                x_cache_status=_STALE_IF_ERROR,
+                detail=b"stale-if-error",
+            )
         if outcome.kind == "shared":
             assert outcome.shared is not None
-            return _shared(outcome.shared, sub_response, self._ttl)
+            shared = _SharedEntry.of(outcome.shared, flow.now())
+            return plan.http.collapsed(shared, request, sub_response, fwd=fwd)
         assert outcome.computed is not None
-        return self._answer(outcome.computed)
+        return self._answer(plan.http, outcome.computed, request, fwd, stored=not flow.down)
 
     async def _refresh(
         self,
@@ -498,31 +555,46 @@ class _CachedEndpoint:
         slot: _Slot,
         flow: Flow,
         ticket: RefreshTicket,
+        request: Request,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
         """A background refresh: compute and store (unless it failed); no lookup, no lock."""
-        computed = await self._computation(plan, slot, flow, sub_response, args, kwargs)()
+        assert plan.http is not None
+        computation = self._computation(plan, slot, flow, request, sub_response, args, kwargs)
+        computed = await computation()
+        stored = False
         if ticket.key == slot.key:
-            ticket.stored = await flow.store_refreshed(computed, self._ttl)
-        return self._answer(computed)
+            ticket.stored = stored = await flow.store_refreshed(computed)
+        return self._answer(plan.http, computed, request, b"stale", stored=stored)
 
-    def _answer(self, computed: Computed) -> Any:
-        """This request's own computation, with its status header."""
+    def _answer(
+        self, http: RouteHTTP, computed: Computed, request: Request, fwd: bytes, *, stored: bool
+    ) -> Any:
+        """This request's own computation, with the HTTP headers of a miss."""
         if computed.rendered is None:  # streaming or file: passed through, never stored
             result = computed.result
             result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
+            result.raw_headers.append((CACHE_STATUS_HEADER, _NOT_BUFFERED.cache_status))
             return result
         rendered: Response = computed.rendered
-        _finish(rendered.raw_headers, CacheStatuses.CACHE_MISS, self._ttl)
-        return rendered
+        verdict, dependency_headers = computed.http
+        return http.miss(
+            rendered,
+            request,
+            verdict,
+            stored=stored and computed.blob is not None,
+            fwd=fwd,
+            dependency_headers=dependency_headers,
+        )
 
     def _computation(
         self,
         plan: _Plan,
         slot: _Slot,
         flow: Flow,
+        request: Request,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -531,7 +603,8 @@ class _CachedEndpoint:
         # Headers already on the injected response were set by this request's dependencies:
         # they run on every request, so they are not part of the entry.
         dependency_headers = list(sub_response.raw_headers)
-        ttl = self._ttl
+        http = plan.http
+        assert http is not None
         stats = slot.stats
 
         async def compute() -> Computed:
@@ -539,7 +612,9 @@ class _CachedEndpoint:
             # computation out) and its tag registrations (docs/keys-and-invalidation.md).
             ticket = await self._begin(slot, flow, kwargs)
             try:
-                result, rendered, compute_ms = await self._compute(plan, sub_response, args, kwargs)
+                result, rendered, compute_ms = await self._compute(
+                    plan, request, sub_response, args, kwargs
+                )
             except Exception as exc:  # the endpoint's own error: it propagates, nothing stored
                 stats.not_stored(_raised_reason(exc))
                 raise
@@ -548,8 +623,12 @@ class _CachedEndpoint:
                 return Computed(result, None, None, None, failed=False)
             stored_headers = without_headers(rendered.raw_headers, dependency_headers)
             status = rendered.status_code
-            reason = unstorable_reason(status, stored_headers)
-            if reason is not None:
+            verdict = http.verdict(request, status, stored_headers, rendered.body)
+            answer = (verdict, dependency_headers)
+            if not verdict.storable:
+                # Not shareable: the waiters are released at once and compute for themselves
+                # (this response may carry one client's cookie or data).
+                reason = verdict.reason or ""
                 stats.not_stored(metrics.reason_index(reason))
                 logger.debug(
                     "cache: response for %r not stored (%s)",
@@ -557,13 +636,22 @@ class _CachedEndpoint:
                     reason,
                     extra=_log.fields(key=slot.key, endpoint=stats.name, reason=reason),
                 )
-                return Computed(result, rendered, None, None, failed=status >= 500)
-            shared = Shared(status, tuple(stored_headers), bytes(rendered.body))
+                return Computed(result, rendered, None, None, status >= 500, http=answer)
+            stored_headers.extend(verdict.added)
+            created = flow.now()
+            shared = Shared(
+                status,
+                tuple(stored_headers),
+                bytes(rendered.body),
+                verdict.etag,
+                created,
+                verdict.ttl,
+            )
             if ticket is None:  # tags not rendered or the backend failed: served, not stored
                 stats.not_stored(metrics.REASON_ERROR)
-                return Computed(result, rendered, None, shared, failed=False)
-            blob = _encode(slot, rendered, stored_headers, ttl, compute_ms, flow)
-            return Computed(result, rendered, blob, shared, failed=False, ticket=ticket)
+                return Computed(result, rendered, None, shared, False, http=answer)
+            blob = _encode(slot, rendered, stored_headers, compute_ms, flow, created, verdict)
+            return Computed(result, rendered, blob, shared, False, ticket, answer, verdict.ttl)
 
         return compute
 
@@ -575,18 +663,27 @@ class _CachedEndpoint:
         except (KeyError, AttributeError, IndexError, ValueError, TypeError) as exc:
             logger.warning("cache: tags of %s not rendered (%s): not stored", self._name, exc)
             return None
-        return await flow.begin(tags, self._ttl)
+        return await flow.begin(tags, self._statuses.longest())
 
     async def _compute(
         self,
         plan: _Plan,
+        request: Request,
         sub_response: Response,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> tuple[Any, Response | None, float]:
         """(what the endpoint returned, its rendering or None, milliseconds both took)."""
         started = time.perf_counter()
-        result = await self.call(args, kwargs)
+        try:
+            result = await self.call(args, kwargs)
+        except HTTPException as exc:
+            # A raised status that statuses= stores: the app's handler renders it, once.
+            handled = None if plan.http is None else await plan.http.handled(exc, request)
+            if handled is None:
+                raise
+            rendered = merge_returned(handled, _NO_HEADERS)
+            return handled, rendered, (time.perf_counter() - started) * 1000.0
         rendered = await plan.renderer.render(result, sub_response, is_coroutine=self._is_coroutine)
         return result, rendered, (time.perf_counter() - started) * 1000.0
 
@@ -613,54 +710,36 @@ def _key(keyer: RouteKeyer, request: Request) -> tuple[bytes, bytes] | None:
         return None
 
 
-def _hit(entry: Any, sub_response: Response, ttl: float) -> Response:
-    headers: list[tuple[bytes, bytes]] = entry.headers
-    headers.extend(sub_response.raw_headers)  # what this request's dependencies set
-    _finish(headers, CacheStatuses.CACHE_HIT, ttl)
-    return raw_response(entry.status, headers, entry.body)
+class _SharedEntry(NamedTuple):
+    """A Shared computation as RouteHTTP.collapsed reads it (an Entry's fields)."""
 
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    etag: bytes
+    age: float
+    remaining: float
 
-def _shared(shared: Shared, sub_response: Response, ttl: float) -> Response:
-    """Another request's (or process's) computation of this key, sent by this request."""
-    headers = list(shared.headers)
-    headers.extend(sub_response.raw_headers)
-    _finish(headers, CacheStatuses.CACHE_MISS, ttl)
-    return raw_response(shared.status, headers, shared.body)
-
-
-def _stale(entry: Any, sub_response: Response, status: bytes) -> Response:
-    """A stale entry (past its ttl), marked as such; max-age=0 unless the endpoint set one.
-
-    Hook for issue 4's headers (Cache-Status: ...; fwd=stale, Age): built here.
-    """
-    headers: list[tuple[bytes, bytes]] = entry.headers
-    headers.extend(sub_response.raw_headers)
-    for name, _ in headers:
-        if name == _CACHE_CONTROL:
-            break
-    else:
-        headers.append((_CACHE_CONTROL, b"max-age=0"))
-    headers.append((_STATUS_HEADER, status))
-    return raw_response(entry.status, headers, entry.body)
-
-
-def _finish(headers: list[tuple[bytes, bytes]], status: CacheStatuses, ttl: float) -> None:
-    """Add X-Cache-Status and, unless the endpoint set one, Cache-Control: max-age."""
-    for name, _ in headers:
-        if name == _CACHE_CONTROL:
-            break
-    else:
-        headers.append((_CACHE_CONTROL, b"max-age=%d" % int(ttl)))
-    headers.append((_STATUS_HEADER, _STATUS_VALUES[status]))
+    @classmethod
+    def of(cls, shared: Shared, now: float) -> _SharedEntry:
+        return cls(
+            shared.status,
+            list(shared.headers),
+            shared.body,
+            shared.etag,
+            max(0.0, now - shared.created),
+            shared.created + shared.ttl - now,
+        )
 
 
 def _encode(
     slot: _Slot,
     rendered: Response,
     headers: list[tuple[bytes, bytes]],
-    ttl: float,
     compute_ms: float,
     flow: Flow,
+    created: float,
+    verdict: Verdict,
 ) -> bytes | None:
     """The entry's bytes, or None (logged) when this response cannot be stored."""
     settings = slot.settings
@@ -679,10 +758,11 @@ def _encode(
             status=rendered.status_code,
             headers=headers,
             body=body,
-            created=flow.now(),
-            ttl=ttl,
+            created=created,
+            ttl=verdict.ttl,
             grace=flow.grace,
             compute_ms=compute_ms,
+            etag=verdict.etag,
             fingerprint=slot.fingerprint,
             compression=(
                 _COMPRESSION[settings.compression_mode]

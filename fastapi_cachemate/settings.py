@@ -39,6 +39,9 @@ class BaseCacheSettings(BaseSettings):
     # "ignore": client directives are ignored; "revalidate": no-cache / max-age=0 refresh
     # the entry through the same single computation as everyone else.
     client_cache_control: Literal["bypass", "ignore", "revalidate"] = "bypass"
+    # "revalidate": an entry younger than this (seconds) is served even to a no-cache request,
+    # so that clients cannot make the endpoint run on every request.
+    revalidate_min_age: float = Field(default=1.0, ge=0)
     refresh_strategy: Literal["window", "xfetch"] = "window"
     xfetch_beta: float = Field(default=1.0, gt=0)
     stale_while_revalidate: float = Field(default=0.0, ge=0)  # seconds served stale past ttl

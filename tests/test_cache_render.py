@@ -173,7 +173,7 @@ def _app() -> FastAPI:
 
 
 def _comparable(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
-    own = {"x-cache-status", "cache-control"}
+    own = {"x-cache-status", "cache-status", "cache-control", "age", "etag"}
     headers = [(k, v) for k, v in response.headers.multi_items() if k not in own]
     return response.status_code, headers, response.content
 

@@ -17,8 +17,11 @@ from tests.fixtures_cache import (  # noqa: F401 - fixtures
 STATUS = "x-cache-status"
 
 
+CACHE_HEADERS = (STATUS, "x-dependency", "cache-status", "age", "cache-control")
+
+
 def _without_cache_headers(response: httpx.Response) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in response.headers.multi_items() if k not in (STATUS, "x-dependency")]
+    return [(k, v) for k, v in response.headers.multi_items() if k not in CACHE_HEADERS]
 
 
 async def _miss_then_hit(
