@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-SYSTEM_PACKAGES := gcc make pkg-config libzstd-dev redis-server redis-tools
+SYSTEM_PACKAGES := gcc make pkg-config libzstd-dev redis-server redis-tools clang-format
 PYTEST_ARGS ?=
 
 .PHONY: help system venv build test test-pure sanitize leaks fuzz bench run lint typecheck format clean
@@ -25,6 +25,7 @@ system:
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
+	command -v clang-format >/dev/null || missing="$$missing clang-format"; \
 	{ pkg-config --exists libzstd 2>/dev/null || [ -f /usr/include/zstd.h ]; } || missing="$$missing libzstd-dev"; \
 	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \

@@ -187,9 +187,8 @@ def _nocache(count: int, redis_url: str) -> Built:
 
 def _cachemate(count: int, redis_url: str, *, memory: bool, seed: bool) -> Built:
     try:
-        from fastapi_cachemate.cache import cache_response
-
         from fastapi_cachemate import CacheSetup
+        from fastapi_cachemate.cache import cache_response
 
         if memory:
             from fastapi_cachemate.core.backends.memory import MemoryBackend
