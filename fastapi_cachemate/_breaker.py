@@ -235,12 +235,22 @@ class CircuitBreaker:
             self._streak = 0
 
 
+#: A call whose cancellation was swallowed (Python 3.11's ``asyncio.wait_for`` loses a
+#: cancellation that races with its inner future's completion, and redis-py's connect uses
+#: it: the client's retry loop then runs on, seconds with redis-py's default retries) is
+#: cancelled again, every RECANCEL_AFTER seconds, at most RECANCEL_MAX times.
+RECANCEL_AFTER = 0.05
+RECANCEL_MAX = 20
+
+
 class _Slot:
-    __slots__ = ("fired", "task")
+    __slots__ = ("cancels", "done", "fired", "task")
 
     def __init__(self, task: asyncio.Task[object]) -> None:
         self.task = task
         self.fired = False
+        self.done = False
+        self.cancels = 0  # cancel() calls made for this call (each one uncancel()-ed)
 
 
 class Deadlines:
@@ -275,8 +285,17 @@ class Deadlines:
 
     def _fire(self, slot_id: int) -> None:
         for slot in self._slots.pop(slot_id, ()):
-            slot.fired = True
-            slot.task.cancel()
+            self._cancel(slot)
+
+    def _cancel(self, slot: _Slot) -> None:
+        if slot.done:
+            return
+        slot.fired = True
+        slot.cancels += 1
+        slot.task.cancel()
+        if slot.cancels <= RECANCEL_MAX and self._loop is not None:
+            # still running then: the call swallowed it (see RECANCEL_AFTER)
+            self._loop.call_later(RECANCEL_AFTER, self._cancel, slot)
 
     async def run(self, factory: Callable[[], Awaitable[T]], timeout: float) -> T:
         """``await factory()``, raising ``TimeoutError`` once ``timeout`` seconds have passed."""
@@ -301,13 +320,18 @@ class Deadlines:
             return await factory()
         except BaseException as exc:
             if slot.fired:
-                slot.fired = False  # uncancel once
-                if task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
+                slot.fired = False  # withdraw our cancel requests, once each
+                left = task.cancelling()
+                for _ in range(slot.cancels):
+                    left = task.uncancel()
+                if left <= cancelling and isinstance(exc, asyncio.CancelledError):
                     raise TimeoutError from exc
             raise
         finally:
+            slot.done = True
             if slot.fired:  # fired, but the call ended otherwise (it swallowed the cancel)
-                task.uncancel()
+                for _ in range(slot.cancels):
+                    task.uncancel()
             else:
                 members.discard(slot)
 

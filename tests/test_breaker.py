@@ -481,3 +481,26 @@ async def test_a_call_that_swallows_the_cancel_leaves_no_cancel_behind() -> None
 def test_deadlines_reject_a_bad_resolution() -> None:
     with pytest.raises(ValueError, match="resolution"):
         Deadlines(0)
+
+
+async def test_a_call_that_swallows_the_cancel_and_goes_on_is_cancelled_again() -> None:
+    """Python 3.11's wait_for can lose a cancellation that races with its inner future (and
+    redis-py's connect uses it): the call goes on (its retry loop). It is cancelled again
+    until it stops, and the caller still gets its TimeoutError, without a cancel left over."""
+    deadlines = Deadlines()
+    swallowed: list[int] = []
+
+    async def stubborn_then_hang() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.append(1)
+        await asyncio.Event().wait()  # "retries": until cancelled again
+        return "never"
+
+    call = asyncio.ensure_future(deadlines.run(stubborn_then_hang, 0.0))
+    done, _ = await asyncio.wait({call}, timeout=60)  # bounds a failure; not a measurement
+    assert call in done
+    assert isinstance(call.exception(), TimeoutError)
+    assert swallowed == [1]
+    assert call.cancelling() == 0  # type: ignore[attr-defined,unused-ignore]

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.settings import BaseCacheSettings
 from tests.apps import build_app, served
 from tests.servers import RedisServer
 
@@ -37,7 +38,8 @@ async def redis_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
-        CacheSetup.setup(backend=RedisBackend(client))
+        settings = BaseCacheSettings(backend_timeout=5)  # see tests/fixtures_cache.py
+        CacheSetup.setup(backend=RedisBackend(client), settings=settings)
         yield
         await CacheSetup.close()
 
