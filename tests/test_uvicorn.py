@@ -19,13 +19,15 @@ import pytest
 from tests.servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = "Application startup complete"
+# uvicorn runs the lifespan ("Application startup complete") before it binds the socket;
+# "Uvicorn running on" comes once it listens.
+READY = "Uvicorn running on"
 START_TIMEOUT = 30.0
 
 
 @contextmanager
 def uvicorn_process(app: str, env: dict[str, str]) -> Iterator[str]:
-    """Start uvicorn on a free port; yield its base URL once the lifespan has run."""
+    """Start uvicorn on a free port; yield its base URL once it listens."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
