@@ -207,6 +207,35 @@ async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_se
     }
 
 
+async def test_breaker_state_follows_the_backend(
+    redis_process: RedisServer, clean_cache_setup: None
+) -> None:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis(
+            host=redis_process.host,
+            port=redis_process.port,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), retries=0),
+        )
+        settings = BaseCacheSettings(backend_timeout=5, breaker_failures=2)
+        CacheSetup.setup(backend=RedisBackend(client), settings=settings)
+        yield
+        await CacheSetup.close()
+
+    app = build_app(lifespan)
+    async with served(app) as client:
+        assert (await client.get("/model/1")).headers[STATUS] == "MISS"
+        assert CacheSetup.stats()["breaker"] == "closed"
+        redis_process.stop()
+        for _ in range(3):  # two failures open it; the third is refused without a call
+            assert (await client.get("/model/1")).status_code == 200
+        assert CacheSetup.stats()["breaker"] == "open"
+    row = nonzero("/model/{item_id}")
+    assert row["backend_errors"] == 2  # calls the open breaker refused are not errors
+    assert row["misses"] == 4
+
+
 async def test_metrics_route_of_a_cached_app(app_factory: AppFactory) -> None:
     app = app_factory()
     metrics_route(app, registry=CollectorRegistry())
