@@ -167,7 +167,9 @@ async def test_not_stored_no_store_and_endpoint_error(clean_cache_setup: None) -
 
 
 @pytest.mark.redis
-async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_setup: None) -> None:
+def redis_lifespan(redis_process: RedisServer, **settings: Any) -> Any:
+    """A lifespan caching on redis_process with a client that does not retry."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         client = aioredis.Redis(
@@ -178,12 +180,16 @@ async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_se
         )
         # a generous backend_timeout: a reconnect after the restart on a loaded machine must
         # not time out (that would be one more failure: a correct miss, not what is counted)
-        settings = BaseCacheSettings(backend_timeout=5)
-        CacheSetup.setup(backend=RedisBackend(client), settings=settings)
+        config = BaseCacheSettings(backend_timeout=5, **settings)
+        CacheSetup.setup(backend=RedisBackend(client), settings=config)
         yield
         await CacheSetup.close()
 
-    app = build_app(lifespan)
+    return lifespan
+
+
+async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_setup: None) -> None:
+    app = build_app(redis_lifespan(redis_process))
     async with served(app) as client:
         assert (await client.get("/model/1")).headers[STATUS] == "MISS"
         redis_process.stop()
@@ -210,20 +216,7 @@ async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_se
 async def test_breaker_state_follows_the_backend(
     redis_process: RedisServer, clean_cache_setup: None
 ) -> None:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis(
-            host=redis_process.host,
-            port=redis_process.port,
-            socket_connect_timeout=1,
-            retry=Retry(NoBackoff(), retries=0),
-        )
-        settings = BaseCacheSettings(backend_timeout=5, breaker_failures=2)
-        CacheSetup.setup(backend=RedisBackend(client), settings=settings)
-        yield
-        await CacheSetup.close()
-
-    app = build_app(lifespan)
+    app = build_app(redis_lifespan(redis_process, breaker_failures=2))
     async with served(app) as client:
         assert (await client.get("/model/1")).headers[STATUS] == "MISS"
         assert CacheSetup.stats()["breaker"] == "closed"
