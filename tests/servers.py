@@ -12,13 +12,17 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 __all__ = [
     "INSTALL_HINT",
@@ -304,3 +308,67 @@ def command_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
     delta = after - before
     delta.pop("info", None)
     return dict(delta)
+
+
+# --- uvicorn over TCP -----------------------------------------------------------------------
+
+# uvicorn runs the lifespan ("Application startup complete") before it binds the socket;
+# this line comes once it listens.
+UVICORN_READY = "Uvicorn running on"
+UVICORN_START_TIMEOUT = 30.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class UvicornProcess:
+    """A uvicorn process serving one app on a free 127.0.0.1 port (see uvicorn_server)."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str, log: deque[str]) -> None:
+        self.proc = proc
+        self.url = url
+        self.log = log
+
+
+@contextmanager
+def uvicorn_server(
+    app: str, env: dict[str, str], *args: str, cwd: Path = ROOT
+) -> Iterator[UvicornProcess]:
+    """Start `uvicorn app` with env; yield once it listens (its stdout line, not a sleep)."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    ready = threading.Event()
+    log: deque[str] = deque(maxlen=200)
+
+    def follow() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.append(line)
+            if UVICORN_READY in line:
+                ready.set()
+        ready.set()  # the process ended: wake the waiter, which then sees it is not running
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    try:
+        if not ready.wait(UVICORN_START_TIMEOUT) or proc.poll() is not None:
+            pytest.fail(f"uvicorn did not start:\n{''.join(log)}")
+        yield UvicornProcess(proc, f"http://127.0.0.1:{port}", log)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()

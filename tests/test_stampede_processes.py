@@ -12,8 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,73 +22,28 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, uvicorn_server
 
 pytestmark = pytest.mark.redis
 
 ROOT = Path(__file__).resolve().parent.parent
-# uvicorn runs the lifespan ("Application startup complete") before it binds the socket:
-# ready means this line, printed once it listens.
-READY = "Uvicorn running on"
-START_TIMEOUT = 30.0
 WAIT = 60  # bounds a test that would otherwise hang; never reached when it passes
 
 
 @contextmanager
 def uvicorn(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """One uvicorn process serving tests.stampede_app:app on a free port, over TCP."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.stampede_app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "on",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    ready = threading.Event()
-    log: deque[str] = deque(maxlen=200)
-
-    def follow() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.append(line)
-            if READY in line:
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=follow, daemon=True)
-    reader.start()
+    server_env = {**os.environ, **env}
+    log: deque[str] | None = None
     try:
-        if not ready.wait(START_TIMEOUT) or proc.poll() is not None:
-            pytest.fail(f"uvicorn did not start:\n{''.join(log)}")
-        yield proc, f"http://127.0.0.1:{port}"
+        with uvicorn_server("tests.stampede_app:app", server_env, "--lifespan", "on") as server:
+            log = server.log
+            yield server.proc, server.url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        reader.join(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        print(f"--- uvicorn on port {port} ---\n{''.join(log)}")  # shown when a test fails
-        errors = [line for line in log if "Traceback" in line or "ERROR" in line]
-        assert not errors, "".join(log)
+        if log is not None:  # read once the process has ended: the whole log
+            print(f"--- uvicorn ---\n{''.join(log)}")  # shown when a test fails
+            errors = [line for line in log if "Traceback" in line or "ERROR" in line]
+            assert not errors, "".join(log)
 
 
 def app_env(

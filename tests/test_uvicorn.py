@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,55 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, uvicorn_server
 
 ROOT = Path(__file__).resolve().parent.parent
-# uvicorn runs the lifespan ("Application startup complete") before it binds the socket;
-# "Uvicorn running on" comes once it listens.
-READY = "Uvicorn running on"
-START_TIMEOUT = 30.0
 
 
 @contextmanager
 def uvicorn_process(app: str, env: dict[str, str]) -> Iterator[str]:
     """Start uvicorn on a free port; yield its base URL once it listens."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    ready = threading.Event()
-    log: deque[str] = deque(maxlen=100)
-
-    def follow() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.append(line)
-            if READY in line:
-                ready.set()
-        ready.set()  # the process ended: wake the waiter, which then sees it is not running
-
-    reader = threading.Thread(target=follow, daemon=True)
-    reader.start()
-    try:
-        if not ready.wait(START_TIMEOUT) or proc.poll() is not None:
-            pytest.fail(f"uvicorn did not start:\n{''.join(log)}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with uvicorn_server(app, env) as server:
+        yield server.url
 
 
 def _env(**extra: str) -> dict[str, str]:
