@@ -15,7 +15,6 @@ import subprocess
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +25,6 @@ from tests.servers import RedisServer, uvicorn_server
 
 pytestmark = pytest.mark.redis
 
-ROOT = Path(__file__).resolve().parent.parent
 WAIT = 60  # bounds a test that would otherwise hang; never reached when it passes
 
 

@@ -7,14 +7,11 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.servers import RedisServer, uvicorn_server
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
