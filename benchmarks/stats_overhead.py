@@ -39,6 +39,38 @@ BODY = b'{"items": [' + b'{"id": 1, "name": "a user"}, ' * 40 + b"{}]}"
 KEY = b"fastapi_cachemate:{" + b"0" * 32 + b"}"
 
 
+# One GET /hit, the same for every app measured here.
+_SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/hit",
+    "raw_path": b"/hit",
+    "query_string": b"",
+    "root_path": "",
+    "headers": [(b"host", b"bench")],
+    "client": ("127.0.0.1", 1),
+    "server": ("bench", 80),
+}
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _caller(
+    loop: asyncio.AbstractEventLoop, app: Any, send: Callable[[Any], Any]
+) -> Callable[[], object]:
+    """A no-argument call that runs one request through app on loop."""
+
+    def call() -> object:
+        return loop.run_until_complete(app(dict(_SCOPE), _receive, send))
+
+    return call
+
+
 def _per_call(fn: Callable[[], object], n: int) -> float:
     """CPU seconds per call of fn over n calls."""
     t0 = time.process_time()
@@ -143,32 +175,11 @@ def _asgi_cases() -> dict[str, Callable[[], object]]:
 
         return app
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
     async def send(message: Any) -> None:
         return None
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/hit",
-        "raw_path": b"/hit",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 1),
-        "server": ("bench", 80),
-    }
-
     def request(app: Any) -> Callable[[], object]:
-        def call() -> object:
-            return loop.run_until_complete(app(dict(scope), receive, send))
-
-        return call
+        return _caller(loop, app, send)
 
     return {
         "ASGI memory hit, counters off": request(make_app(False)),
@@ -208,35 +219,14 @@ def _cache_response_cases() -> dict[str, Callable[[], object]]:
 
         return app
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
     statuses: list[bytes] = []
 
     async def send(message: Any) -> None:
         if message["type"] == "http.response.start":
             statuses.extend(v for k, v in message["headers"] if k == b"x-cache-status")
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/hit",
-        "raw_path": b"/hit",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 1),
-        "server": ("bench", 80),
-    }
-
     def request(app: Any) -> Callable[[], object]:
-        def call() -> object:
-            return loop.run_until_complete(app(dict(scope), receive, send))
-
-        return call
+        return _caller(loop, app, send)
 
     on, off = make_app(), make_app()
     request(on)()  # plans the route with its real row

@@ -13,7 +13,6 @@ or a ``Refusal`` that says why not, in both status headers:
   do not refuse the cache here: ``client_max_age()`` tells the hit path (``_http``) to
   refresh an entry that is older than the client accepts.
 
-``decide()`` is the same decision as the bare X-Cache-Status value (the seed-era API).
 The order is the seed's: server decisions first, then the method and the client's.
 """
 
@@ -38,11 +37,9 @@ __all__ = [
     "cache_status",
     "client_max_age",
     "client_skips_cache",
-    "decide",
     "header_refusal",
     "is_bypass",
     "refusal",
-    "unstorable_reason",
     "vary_names",
 ]
 
@@ -187,23 +184,6 @@ def refusal(request: Request, bypass: ByPass, settings: BaseCacheSettings) -> Re
     if settings.client_cache_control == "bypass" and client_skips_cache(request):
         return REFUSED_CLIENT
     return None
-
-
-def decide(request: Request, bypass: ByPass, settings: BaseCacheSettings) -> CacheStatuses | None:
-    """None if the cache may be used for this request, else BYPASS or NO_CACHE."""
-    refused = refusal(request, bypass, settings)
-    return None if refused is None else refused.status
-
-
-def unstorable_reason(status: int, headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why a rendered response must not be stored under the default rule (None: it may be).
-
-    The default statuses are 2xx except 206; ``header_refusal`` says the rest. headers are
-    the ones that would be stored (those of the request's dependencies already removed).
-    """
-    if not 200 <= status < 300 or status == 206:
-        return f"status-{status}"
-    return header_refusal(headers)
 
 
 def header_refusal(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -35,7 +35,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
-import redis.exceptions
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -73,13 +72,6 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: What a backend call may raise that means "the backend is unavailable": a miss.
-BACKEND_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.RedisError,
-    OSError,  # includes ConnectionError and, since 3.11, asyncio.TimeoutError
-    TimeoutError,
-)
 
 _REQUEST_PARAM = "__dependencies_request__"
 _RESPONSE_PARAM = "__dependencies_response__"
@@ -351,7 +343,6 @@ class _CachedEndpoint:
         "_stale",
         "_statuses",
         "_tags",
-        "_ttl",
         "_vary",
     )
 
@@ -369,7 +360,6 @@ class _CachedEndpoint:
         self._tags = tags
         self._is_coroutine = _is_coroutine(func)
         self._name = getattr(func, "__qualname__", repr(func))
-        self._ttl = ttl
         self._vary = vary
         self._injected = injected
         self._stale = stale  # (stale_while_revalidate, stale_if_error); None: the settings'

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any, ParamSpec, TypeVar, get_args
 
-import redis.exceptions
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -39,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, replace_params
 from starlette.types import ASGIApp
 
+from fastapi_cachemate._breaker import DEFAULT_FAILURE_TYPES
 from fastapi_cachemate._keyspec import RouteKeyer
 from fastapi_cachemate.cache_setup import CacheSetup
 
@@ -59,13 +59,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _REQUEST_PARAM = "__invalidates_request__"
-
-#: What a backend call may raise when the backend is unavailable.
-_BACKEND_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.RedisError,
-    OSError,
-    TimeoutError,
-)
 
 
 # --- tag templates ----------------------------------------------------------------------------
@@ -544,5 +537,5 @@ async def _after_write(
         for endpoint, names in targets:
             params = {k: v for k, v in values.items() if k in names}
             await invalidate(endpoint, app=app, params=params)
-    except _BACKEND_ERRORS as exc:
+    except DEFAULT_FAILURE_TYPES as exc:  # the backend is unavailable
         logger.error("%s: invalidation failed (%s): entries expire with their ttl", where, exc)
