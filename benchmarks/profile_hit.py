@@ -43,6 +43,8 @@ async def _main(args: argparse.Namespace, redis_url: str) -> None:
         profiler.enable()
         us, _ = await driver.timed("p", args.n, collect=False)
         profiler.disable()
+        if args.dump:
+            profiler.dump_stats(args.dump)
         buf = io.StringIO()
         pstats.Stats(profiler, stream=buf).sort_stats(args.sort).print_stats(args.limit)
         print(buf.getvalue())
@@ -58,6 +60,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--dump", help="also write the raw profile here (pstats format)")
     parser.add_argument("--loop", type=float, default=0.0, help="seconds to loop, no cProfile")
     args = parser.parse_args()
     with RedisServer() as server:

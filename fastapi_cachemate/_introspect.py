@@ -35,7 +35,13 @@ from fastapi.dependencies.models import Dependant
 from pydantic import AliasChoices, AliasPath, BaseModel, Json
 from starlette.requests import HTTPConnection
 
-__all__ = ["UNKEYED_REQUEST_ATTR", "ReadPlan", "check_endpoint", "plan_for_dependant"]
+__all__ = [
+    "UNKEYED_REQUEST_ATTR",
+    "ReadPlan",
+    "check_endpoint",
+    "param_model",
+    "plan_for_dependant",
+]
 
 # Set (to True) on a dependency whose Request parameter reads nothing that can change a
 # response (``request.app.state.db``): see ``fastapi_cachemate._keyspec.request_unkeyed``.
@@ -112,7 +118,7 @@ def _optional_model(annotation: Any) -> Any:
     return annotation
 
 
-def _param_model(field: Any) -> type[BaseModel] | None:
+def param_model(field: Any) -> type[BaseModel] | None:
     """The Pydantic model FastAPI expands into parameters (mirrors ``_get_param_model``)."""
     annotation = field.field_info.annotation
     if isinstance(field.field_info, (params.Query, params.Header, params.Cookie)):
@@ -166,7 +172,7 @@ def _extra_policy(model: type[BaseModel]) -> str | None:
 
 
 def _add_query_field(field: Any, plan: ReadPlan, where: str) -> None:
-    model = _param_model(field)
+    model = param_model(field)
     if model is None:
         names = _request_names(field)
         plan.query_names.update(names)
@@ -189,7 +195,7 @@ def _add_query_field(field: Any, plan: ReadPlan, where: str) -> None:
 
 
 def _add_header_field(field: Any, plan: ReadPlan, where: str) -> None:
-    model = _param_model(field)
+    model = param_model(field)
     if model is None:
         # analyze_param already converted the alias; FastAPI reads it as is.
         plan.header_names.update(n.lower() for n in _request_names(field))
@@ -211,7 +217,7 @@ def _add_header_field(field: Any, plan: ReadPlan, where: str) -> None:
 
 
 def _add_cookie_field(field: Any, plan: ReadPlan, where: str) -> None:
-    model = _param_model(field)
+    model = param_model(field)
     if model is None:
         plan.cookie_names.update(_request_names(field))
         return

@@ -32,7 +32,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
 from fastapi.routing import APIRoute
@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastapi_cachemate import _log, metrics
+from fastapi_cachemate import _hitfirst, _log, metrics
 from fastapi_cachemate._flow import Computed, Flow, Shared
 from fastapi_cachemate._http import (
     CACHE_STATUS_HEADER,
@@ -314,6 +314,7 @@ class _Plan(NamedTuple):
     renderer: RouteRenderer
     stats: metrics.EndpointStats  # the route's counters (metrics.endpoint_name)
     http: RouteHTTP | None  # None when keyer is None
+    hit_first: bool  # hits are answered before FastAPI's handler (_hitfirst)
 
 
 class _Slot(NamedTuple):
@@ -404,9 +405,9 @@ class _CachedEndpoint:
             return await self._refresh(
                 plan, slot, flow, ticket, request, sub_response, args, kwargs
             )
-        raw = await flow.fetch()
-        entry = flow.decode(raw, slot.fingerprint)
-        fwd = b"uri-miss" if raw is None else b"miss"
+        lookup = await _lookup(slot, flow, request.scope)
+        entry = lookup.entry
+        fwd = b"uri-miss" if lookup.missing else b"miss"
         if entry is not None:
             if entry.state == kernels.FRESH:
                 if not http.revalidation_due(request, entry, settings):
@@ -424,6 +425,49 @@ class _CachedEndpoint:
         return await self._miss(
             plan, slot, flow, entry, request, sub_response, args, kwargs, fwd=fwd
         )
+
+    async def answer_first(self, request: Request) -> Response | None:
+        """The hit-first path (``_hitfirst``), before FastAPI's handler: the response of a
+        fresh hit, or None after leaving the lookup in the scope for ``respond``.
+
+        The same decisions as ``respond`` in the same order; anything it does not answer
+        here (refused, unkeyable, miss, stale, revalidation) is left to ``respond``.
+        """
+        if not CacheSetup.is_configured():
+            return None
+        plan = self._plan(request)
+        if plan is None or not plan.hit_first or _hitfirst.overridden(plan.route):
+            return None
+        settings = CacheSetup.settings()
+        http = plan.http
+        if (
+            http is None
+            or plan.keyer is None
+            or refusal(request, CacheSetup.bypass(), settings) is not None
+            or http.refuse(request) is not None
+            or refresh_ticket(request.scope) is not None
+        ):
+            return None
+        keyed = _key(plan.keyer, http.key_request(request))
+        if keyed is None:
+            return None
+        slot = _Slot(CacheSetup.backend(), settings, *keyed, plan.stats)
+        flow = self._flow(slot)
+        raw = await flow.fetch()
+        entry = flow.decode(raw, slot.fingerprint)
+        if (
+            entry is not None
+            and entry.state == kernels.FRESH
+            and not http.revalidation_due(request, entry, settings)
+        ):
+            slot.stats.hit()
+            if flow.refresh_due(entry):
+                flow.spawn_refresh(entry, request.scope)
+            return http.hit(entry, request, _NO_HEADERS)
+        request.scope[_hitfirst.LOOKUP_SCOPE_KEY] = _hitfirst.Lookup(
+            slot.key, raw is None, entry, flow.down
+        )
+        return None
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -453,10 +497,24 @@ class _CachedEndpoint:
             stats = metrics.endpoint(metrics.endpoint_name(route))
             keyer = self._keyer(route, prefix)
             http = None if keyer is None else RouteHTTP(keyer, self._statuses, public=self._public)
-            plan = _Plan(route, prefix, keyer, RouteRenderer(route), stats, http)
+            hit_first = keyer is not None and self._hit_first(route)
+            plan = _Plan(route, prefix, keyer, RouteRenderer(route), stats, http, hit_first)
             self._plans[id(route)] = plan
             register_app(request.app)  # invalidate(endpoint, ...) finds its routes there
+        if plan.hit_first and not _hitfirst.installed(route):
+            _hitfirst.install(route, self.answer_first)  # on first use, or FastAPI rebuilt it
         return plan
+
+    def _hit_first(self, route: Any) -> bool:
+        blocker = _hitfirst.blocker(route.dependant)
+        if blocker is not None:
+            logger.debug(
+                "cache_response: hits of %s (%s) run FastAPI's handler: %s",
+                self._name,
+                route.path,
+                blocker,
+            )
+        return blocker is None
 
     def _stats(self, plan: _Plan | None) -> metrics.EndpointStats:
         """The plan's counters, or (a request without an APIRoute) the endpoint's name's."""
@@ -690,6 +748,17 @@ def _log_unconfigured() -> None:
             "cache_response: CacheSetup.setup() has not been called (or the cache is closed): "
             "endpoints are answered without the cache"
         )
+
+
+async def _lookup(slot: _Slot, flow: Flow, scope: MutableMapping[str, Any]) -> _hitfirst.Lookup:
+    """The backend's entry at the slot's key: the hit-first path's lookup when it made one
+    for this key (one backend call per request), else a fetch."""
+    earlier = scope.pop(_hitfirst.LOOKUP_SCOPE_KEY, None)
+    if isinstance(earlier, _hitfirst.Lookup) and earlier.key == slot.key:
+        flow.down = earlier.down
+        return earlier
+    raw = await flow.fetch()
+    return _hitfirst.Lookup(slot.key, raw is None, flow.decode(raw, slot.fingerprint), flow.down)
 
 
 def _key(keyer: RouteKeyer, request: Request) -> tuple[bytes, bytes] | None:

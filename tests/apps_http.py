@@ -286,6 +286,9 @@ def http_app_fixture(
         request.getfixturevalue("redis_client")  # flushes the database before the test
 
     def build(**settings: Any) -> FastAPI:
+        # A generous timeout: a first fetch (which connects) on a loaded machine can exceed
+        # the default 0.25 s, and a timed-out lookup is a MISS (see tests/fixtures_cache.py).
+        settings.setdefault("backend_timeout", 5.0)
         make_backend: Callable[[], Backend] | None = None
         if server is not None:
             host, port = server.host, server.port
