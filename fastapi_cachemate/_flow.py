@@ -76,7 +76,16 @@ Headers = tuple[tuple[bytes, bytes], ...]
 class Runtime:
     """What the request path keeps per configuration (one per ``CacheSetup.setup()``)."""
 
-    __slots__ = ("breaker", "clock", "elsewhere", "flight", "in_process", "refreshes", "settings")
+    __slots__ = (
+        "breaker",
+        "clock",
+        "elsewhere",
+        "fetches",
+        "flight",
+        "in_process",
+        "refreshes",
+        "settings",
+    )
 
     #: most keys remembered as "refreshed by another process" (the map is pruned beyond it)
     ELSEWHERE_MAX = 1024
@@ -89,7 +98,11 @@ class Runtime:
         self.breaker = CircuitBreaker(
             settings.breaker_failures, settings.breaker_reset, name="cache-backend"
         )
-        self.flight = SingleFlight()
+        self.flight = SingleFlight()  # computations
+        # Lookups: concurrent requests of one key share one backend GET (a hot key under
+        # load costs one round trip per batch of requests, not per request). The GET is made
+        # while each of them waits, so what it reads is as fresh as each one's own would be.
+        self.fetches = SingleFlight()
         self.refreshes = RefreshTasks(settings.max_refresh_tasks, name="cache-refresh")
         # key -> clock() deadline before which hits start no refresh of it: another process
         # holds its lock (one SET NX per hit otherwise), or the last refresh failed (a
@@ -236,9 +249,19 @@ class Flow:
             raise BackendUnavailable(
                 "cache: backend failed earlier in this request", short_circuited=True
             )
-        backend = self.backend
         if self.runtime.in_process:
-            return await backend.fetch(self.key)
+            return await self.backend.fetch(self.key)
+        try:
+            raw, _ = await self.runtime.fetches.run(self.key, self._fetch_once)
+        except BackendUnavailable:
+            self.down = True  # the shared call failed (reported once, by the one that made it)
+            raise
+        return raw
+
+    async def _fetch_once(self) -> bytes | None:
+        """The backend call of a lookup, through the breaker (made by one request at a time
+        per key: ``Runtime.fetches``)."""
+        backend = self.backend
         try:
             raw = await self.runtime.breaker.call(
                 lambda: backend.fetch(self.key), self.settings.backend_timeout
