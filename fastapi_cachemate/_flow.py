@@ -157,6 +157,7 @@ class Computed(NamedTuple):
     ticket: ComputeTicket | None = None  # Backend.begin_compute's, before computing
     http: Any = None  # cache.py's: what the HTTP headers of this request's answer need
     ttl: float = 0.0  # the entry's ttl (per status): what blob is stored for
+    stored: bool = False  # the blob was written (by this request, under the lease)
 
 
 class Outcome(NamedTuple):
@@ -577,7 +578,8 @@ class Flow:
             return await compute()  # never stored: someone else holds the lock
         async with got:
             computed = await compute()
-            await self.store(computed, computed.ttl)
+            if await self.store(computed, computed.ttl):
+                computed = computed._replace(stored=True)
             if self.down:
                 got.forget()  # the backend is unavailable: the lock expires by itself
         return computed

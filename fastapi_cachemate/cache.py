@@ -595,7 +595,8 @@ class _CachedEndpoint:
             shared = _SharedEntry.of(outcome.shared, flow.now())
             return plan.http.collapsed(shared, request, sub_response, fwd=fwd)
         assert outcome.computed is not None
-        return self._answer(plan.http, outcome.computed, request, fwd, stored=not flow.down)
+        computed = outcome.computed
+        return self._answer(plan.http, computed, request, fwd, stored=computed.stored)
 
     async def _refresh(
         self,

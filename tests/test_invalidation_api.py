@@ -286,6 +286,7 @@ async def test_a_slow_computation_in_flight_does_not_write_back(app_env: Env) ->
     first = await slow
     assert first.headers["x-cache-status"] == "MISS"
     assert first.json()["title"] == "one"  # computed before the write: answered, not stored
+    assert "detail=not-stored" in first.headers["cache-status"]  # and it says so
     # no later read returns the old value
     assert await status(client, "/slow/1") == ("MISS", {"id": 1, "title": "uno"})
     assert await status(client, "/slow/1") == ("HIT", {"id": 1, "title": "uno"})
