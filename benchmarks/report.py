@@ -294,7 +294,7 @@ def _targets(raw: dict[str, Any]) -> tuple[str, list[bool]]:
         by = "" if ok else f", short by {TARGET_E2E - a / b:.2f}x"
         floor_rps = e2e.get("floor_redis", {}).get("rps")
         if floor_rps:
-            by += f"; ceiling at the floor + GET: {floor_rps / b:.2f}x"
+            by += f"; the floor + GET: {floor_rps / b:.2f}x"
         ca = e2e.get(ours, {}).get("server_cpu_us")
         cb = e2e.get(peer, {}).get("server_cpu_us")
         fc = e2e.get("floor_redis", {}).get("server_cpu_us")
@@ -302,7 +302,7 @@ def _targets(raw: dict[str, Any]) -> tuple[str, list[bool]]:
         if ca and cb:
             cpu = f"{cb / ca:.2f}x less server CPU per request"
             if fc:
-                cpu += f" (ceiling {cb / fc:.2f}x)"
+                cpu += f" (the floor + GET: {cb / fc:.2f}x)"
         rows.append([name, "small", _verdict(ok, f"{a / b:.2f}x{by} (req/s)"), cpu])
     cs = raw["commandstats"].get("ours_redis", {})
     if cs.get("status") == "ok":
@@ -316,6 +316,55 @@ def _targets(raw: dict[str, Any]) -> tuple[str, list[bool]]:
         )
     header = ["target (issue 7)", "payload", "result (wall time)", "same, on CPU time"]
     return _table(header, rows), missed
+
+
+def _why_missed(raw: dict[str, Any]) -> str:
+    """Where "Redis hit >= 3x faster than <peer>" is missed: the cost of the one GET that any
+    Redis hit makes, against a third of the peer's whole hit."""
+    rows: list[list[str]] = []
+    for size in _sizes(raw):
+        floor = _us(raw, size, "redis", "floor")
+        floor_get = _us(raw, size, "redis", "floor_redis")
+        ours = _us(raw, size, "redis", "ours_redis")
+        if floor is None or floor_get is None or ours is None or floor_get <= floor:
+            continue
+        get_alone = floor_get - floor
+        for peer in ("fc2_redis", "seed:seed_redis"):
+            cost = _us(raw, size, "redis", peer)
+            if cost is None or cost / ours >= TARGET_SPEEDUP:
+                continue
+            rows.append(
+                [
+                    f"{LABELS[peer].split(',')[0]}, {size}",
+                    f"{cost:,.0f}",
+                    f"{cost / TARGET_SPEEDUP:,.0f}",
+                    f"{get_alone:,.0f}",
+                    f"{ours:,.0f}",
+                    f"{cost / get_alone:.2f}x",
+                ]
+            )
+    if not rows:
+        return ""
+    header = [
+        "peer, payload",
+        "peer's hit µs",
+        "3x target: ours <= µs",
+        "one redis-py GET alone µs",
+        "ours µs",
+        "bound: peer / GET alone",
+    ]
+    return (
+        "\n### Why the 3x-faster-than-the-peers target is missed on small payloads\n\n"
+        "Every Redis hit, ours included, makes one GET through redis-py (asyncio, hiredis "
+        "parser). The table sets the cost of that GET alone (floor + GET less the floor, "
+        "measured in the same rounds) against a third of the peer's hit: where the GET alone "
+        "costs more, no cache that reads Redis through redis-py can be 3x faster than that "
+        "peer, whatever the rest costs. Ours costs less than the floor + GET because a hit "
+        "skips FastAPI's handler (docs/design.md, hit-first); what is left is the GET, as the "
+        "profile of our Redis hit below shows (redis-py and the event loop). On medium and "
+        "large payloads the peers pay for validation and JSON rendering on every hit, and "
+        "the target is met.\n\n" + _table(header, rows)
+    )
 
 
 def _versions(raw: dict[str, Any]) -> str:
@@ -400,6 +449,7 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
     ]
     if not any(missed) and missed:
         parts.append("\nEvery measured target is met.\n")
+    parts.append(_why_missed(raw))
     parts += [
         "\n## In process (ASGI driver)\n",
         "Every scenario is the same FastAPI route, `GET /items/{item_id}` with a `response_model`"
