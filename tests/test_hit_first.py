@@ -175,12 +175,18 @@ async def test_router_dependencies_run_on_every_hit(make_app: Build) -> None:
     assert app.state.calls == Counter(audit=3, endpoint=1)
 
 
-async def test_dependency_overrides_run_on_hits(make_app: Build) -> None:
+@pytest.mark.parametrize("url", ["/filtered", "/included/filtered"])
+async def test_dependency_overrides_run_on_hits(make_app: Build, url: str) -> None:
     def routes(app: FastAPI) -> None:
+        router = APIRouter()
+
         @app.get("/filtered")
+        @router.get("/filtered")
         @cache_response(ttl=60)
         async def filtered(f: Annotated[Filter, Depends()]) -> dict[str, Any]:
             return {"q": f.q, "limit": f.limit}
+
+        app.include_router(router, prefix="/included")
 
     app = make_app(routes)
 
@@ -188,10 +194,10 @@ async def test_dependency_overrides_run_on_hits(make_app: Build) -> None:
         raise HTTPException(418)
 
     async with served(app) as client:
-        first = await _get(client, "/filtered?q=a")
-        second = await _get(client, "/filtered?q=a")
+        first = await _get(client, f"{url}?q=a")
+        second = await _get(client, f"{url}?q=a")
         app.dependency_overrides[Filter] = teapot
-        overridden = await _get(client, "/filtered?q=a")
+        overridden = await _get(client, f"{url}?q=a")
     assert [first.headers["x-cache-status"], second.headers["x-cache-status"]] == ["MISS", "HIT"]
     assert overridden.status_code == 418
 
