@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import e2e, report
+from benchmarks import callgrind_hit, e2e, report
 
 # the top-level module asgi_driver imports (one module object, one Unavailable class)
 from benchmarks.asgi_driver import Driver, app_scenarios, versions
@@ -161,6 +162,7 @@ class Results:
     e2e: dict[str, dict[str, Any]] = field(default_factory=dict)
     e2e_note: str = ""
     profiles: dict[str, str] = field(default_factory=dict)
+    callgrind: str = ""  # instructions per request by object and function (markdown)
     codecs: dict[str, str] = field(default_factory=dict)
     payload_bytes: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
@@ -413,6 +415,19 @@ def measure_e2e(
     return out
 
 
+def measure_callgrind(cfg: Config) -> str:
+    """callgrind's instructions per request of the floor and our memory hit ("" without
+    valgrind, or in a quick run: it takes about two minutes)."""
+    if cfg.quick or shutil.which("valgrind") is None:
+        return ""
+    logger.info("instructions per request (callgrind)")
+    try:
+        return callgrind_hit.run(["floor", "ours_memory"], "small")
+    except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
+        logger.warning("callgrind: %s", exc)
+        return ""
+
+
 def run_codecs() -> dict[str, str]:
     out: dict[str, str] = {}
     for name in CODEC_MODULES:
@@ -520,6 +535,7 @@ async def main_async(cfg: Config) -> Results:
             results.commandstats = await measure_commandstats(sides, cfg, server.url)
             logger.info("profiles of our hit path")
             results.profiles = await measure_profiles(sides, cfg)
+            results.callgrind = measure_callgrind(cfg)
         finally:
             if worker is not None:
                 worker.close()

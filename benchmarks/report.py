@@ -498,6 +498,13 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
             parts.append(
                 f"\n### {LABELS.get(key, key)}, {size} payload\n\n```\n{_short_paths(text)}\n```\n"
             )
+    if raw.get("callgrind"):
+        parts.append(
+            "\n## Instructions per request (callgrind)\n\n"
+            "Counted, not timed: the same on a busy machine. A hit's cost is the interpreter "
+            "running FastAPI's and Starlette's request path and ours; our C kernels are a "
+            "small part of it.\n\n" + raw["callgrind"]
+        )
     if raw["codecs"]:
         parts.append("\n## Components (codecs, compression, entries, counters)\n")
         for name, text in raw["codecs"].items():
