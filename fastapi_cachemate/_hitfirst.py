@@ -14,9 +14,11 @@ Why skipping the dependencies is safe there (:func:`blocker` says when it is not
   such a request once passed it (a 422 is never stored), so a hit is what validation would
   have let through;
 - the only dependencies allowed are classes (Pydantic models, dataclasses, plain classes
-  used as filters): they turn parameters into an argument. A function dependency may
-  authenticate, check a permission, open a session or set a header, and must run on
-  every request: its route keeps the cache inside the endpoint, where it ran first;
+  used as filters) that read parameters and give the endpoint an argument. A function
+  dependency may authenticate, check a permission, open a session or set a header, and must
+  run on every request: its route keeps the cache inside the endpoint, where it ran first.
+  So does a class listed in ``dependencies=[...]`` or reading no parameter: it can only be
+  there for its effects;
 - ``app.dependency_overrides`` is looked at per request: with any override in place the
   route takes FastAPI's path (overrides are for tests, which expect them to run).
 
@@ -54,6 +56,7 @@ logger = logging.getLogger(__name__)
 LOOKUP_SCOPE_KEY = "fastapi_cachemate.lookup"
 
 _PARAMETER_KINDS = ("query_params", "header_params", "cookie_params")
+_ALL_PARAMETER_KINDS = ("path_params", *_PARAMETER_KINDS)
 # Parameters through which a dependency reaches the request or the response itself.
 _CONNECTION_PARAMS = (
     "request_param_name",
@@ -137,11 +140,16 @@ def blocker(dependant: Dependant) -> str | None:
         name = getattr(call, "__qualname__", None) or repr(call)
         if not inspect.isclass(call):
             return f"dependency {name} is not a class (it may have effects: it runs per request)"
+        if dep.name is None:
+            # listed in dependencies=[...]: its value is unused, it runs for its effects
+            return f"dependency {name} is listed in dependencies=[...] (it runs for its effects)"
         if dep.body_params:
             return f"dependency {name} reads the request body"
         for attr in _CONNECTION_PARAMS:
             if getattr(dep, attr, None):
                 return f"dependency {name} takes the request or the response"
+        if not any(getattr(dep, kind) for kind in _ALL_PARAMETER_KINDS) and not dep.dependencies:
+            return f"dependency {name} reads no parameter (it runs for its effects)"
         reason = _extra_forbid(dep)
         if reason is not None:
             return reason
