@@ -36,7 +36,7 @@ from benchmarks import callgrind_hit, e2e, report
 # the top-level module asgi_driver imports (one module object, one Unavailable class)
 from benchmarks.asgi_driver import Driver, app_scenarios, versions
 from benchmarks.peers import HERE as PEERS_DIR
-from benchmarks.peers import Worker, WorkerError, ensure_venv
+from benchmarks.peers import Worker, WorkerError, ensure_twin_venv, ensure_venv
 from benchmarks.servers import RedisServer
 
 logger = logging.getLogger("benchmarks")
@@ -46,6 +46,9 @@ RAW_PATH = ROOT / "build" / "bench-results.json"
 # component benchmarks written next to their code, each with run() -> str (markdown)
 CODEC_MODULES = ("codec_msgpack", "codec_compress", "codec_entry", "stats_overhead")
 SEED = "seed:"
+# Ours on the seed venv's versions of FastAPI, Starlette, redis-py, uvicorn (peers.ensure_twin_venv)
+TWIN = "twin:"
+VENV_PREFIXES = (SEED, TWIN)
 
 # Scenarios measured side by side (interleaved rounds); "seed:" ones run in the seed venv.
 GROUPS: dict[str, list[str]] = {
@@ -53,12 +56,17 @@ GROUPS: dict[str, list[str]] = {
     "redis": [
         "floor",
         "floor_redis",
+        "bare_get",
         "ours_redis",
         "seed:seed_redis",
         "fc2_redis",
         "cashews_redis",
         "seed:floor",
         "seed:floor_redis",
+        "twin:ours_redis",
+        "twin:floor",
+        "twin:floor_redis",
+        "twin:bare_get",
     ],
     "miss": ["floor", "floor_redis", "nocache", "ours_redis_miss"],
 }
@@ -81,6 +89,8 @@ E2E = [
     "cashews_redis",
     "seed:seed_redis",
     "seed:floor",
+    "twin:ours_redis",
+    "twin:floor",
 ]
 MAIN_PACKAGES = [
     "fastapi-cachemate",
@@ -156,6 +166,7 @@ class Results:
     machine: dict[str, Any] = field(default_factory=dict)
     versions_main: dict[str, str] = field(default_factory=dict)
     versions_seed: dict[str, str] = field(default_factory=dict)
+    versions_twin: dict[str, str] = field(default_factory=dict)
     # inproc[size][group][key]
     inproc: dict[str, dict[str, dict[str, Measured]]] = field(default_factory=dict)
     commandstats: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -212,16 +223,22 @@ class Side:
 
 
 class Sides:
-    def __init__(self, local: Side, seed: Side | None, seed_reason: str) -> None:
+    """Where each scenario key runs: ours in this process, "seed:"/"twin:" in their venvs."""
+
+    def __init__(self, local: Side, venvs: dict[str, Side], reasons: dict[str, str]) -> None:
         self.local = local
-        self.seed = seed
-        self.seed_reason = seed_reason
+        self.venvs = venvs  # prefix -> the worker of that venv
+        self.reasons = reasons  # prefix -> why that venv is unavailable
 
     def of(self, key: str) -> tuple[Side | None, str]:
-        """(side, scenario name) of a key; side None when the seed venv is unavailable."""
-        if key.startswith(SEED):
-            return self.seed, key[len(SEED) :]
+        """(side, scenario name) of a key; side None when its venv is unavailable."""
+        for prefix in VENV_PREFIXES:
+            if key.startswith(prefix):
+                return self.venvs.get(prefix), key[len(prefix) :]
         return self.local, key
+
+    def reason(self, key: str) -> str:
+        return next((r for p, r in self.reasons.items() if key.startswith(p)), "unavailable")
 
 
 # --- phases ------------------------------------------------------------------------------------
@@ -247,7 +264,7 @@ async def measure_group(
         m = Measured()
         results[key] = m
         if side is None:
-            m.status, m.reason = "unavailable", sides.seed_reason
+            m.status, m.reason = "unavailable", sides.reason(key)
             continue
         try:
             info = await side.load(key, scenario, size)
@@ -300,7 +317,7 @@ async def measure_commandstats(
         for key in COMMANDSTATS:
             side, scenario = sides.of(key)
             if side is None:
-                out[key] = {"status": "unavailable", "reason": sides.seed_reason}
+                out[key] = {"status": "unavailable", "reason": sides.reason(key)}
                 continue
             try:
                 await side.load(key, scenario, "small")
@@ -356,7 +373,7 @@ async def measure_profiles(sides: Sides, cfg: Config) -> dict[str, str]:
 
 
 def measure_e2e(
-    results: Results, cfg: Config, redis_url: str, seed_python: Path | None
+    results: Results, cfg: Config, redis_url: str, pythons: dict[str, Path]
 ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if e2e.wrk_path() is None:
@@ -373,13 +390,12 @@ def measure_e2e(
             if not available.get(key, False):
                 out[key] = {"status": "unavailable"}
                 continue
-            if key.startswith(SEED):
-                if seed_python is None:
-                    out[key] = {"status": "unavailable"}
-                    continue
-                python, scenario = seed_python, key[len(SEED) :]
-            else:
-                python, scenario = Path(sys.executable), key
+            prefix = next((p for p in VENV_PREFIXES if key.startswith(p)), "")
+            python = pythons.get(prefix) if prefix else Path(sys.executable)
+            if python is None:
+                out[key] = {"status": "unavailable"}
+                continue
+            scenario = key[len(prefix) :]
             servers[key] = e2e.Server(python, scenario, "small", redis_url)
         for key, server in list(servers.items()):
             try:
@@ -413,6 +429,28 @@ def measure_e2e(
             server.stop()
         _flush(redis_url)
     return out
+
+
+def venv_pythons(cfg: Config) -> tuple[dict[str, Path], dict[str, str]]:
+    """The pythons of the seed's venv and of the twin (ours on the seed's versions), by
+    prefix, and why a venv is missing."""
+    pythons: dict[str, Path] = {}
+    reasons = {SEED: "disabled (--no-seed)", TWIN: "disabled (--no-seed)"}
+    if not cfg.seed:
+        return pythons, reasons
+    root = ROOT / "build" / "bench-venvs"
+    try:
+        pythons[SEED] = ensure_venv(root, "seed", PEERS_DIR / "requirements-seed.txt")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        reasons[SEED] = reasons[TWIN] = f"the seed venv could not be created: {exc}"
+        logger.warning("%s", reasons[SEED])
+        return pythons, reasons
+    try:
+        pythons[TWIN] = ensure_twin_venv(root, pythons[SEED], ROOT)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        reasons[TWIN] = f"the twin venv could not be created: {exc}"
+        logger.warning("%s", reasons[TWIN])
+    return pythons, reasons
 
 
 def measure_callgrind(cfg: Config) -> str:
@@ -499,30 +537,26 @@ async def main_async(cfg: Config) -> Results:
     if cfg.codecs:
         results.codecs = run_codecs()
 
-    seed_python: Path | None = None
-    seed_reason = "disabled (--no-seed)"
-    if cfg.seed:
-        try:
-            seed_python = ensure_venv(
-                ROOT / "build" / "bench-venvs", "seed", PEERS_DIR / "requirements-seed.txt"
-            )
-        except (subprocess.CalledProcessError, OSError) as exc:
-            seed_reason = f"the seed venv could not be created: {exc}"
-            logger.warning("%s", seed_reason)
+    pythons, reasons = venv_pythons(cfg)
 
     with RedisServer() as server:
         results.machine["redis-server"] = server.version()
-        worker = None
+        workers: dict[str, Worker] = {}
         try:
-            if seed_python is not None:
-                worker = Worker(seed_python, server.url)
-                results.versions_seed = worker.call({"op": "versions", "names": SEED_PACKAGES})[
-                    "versions"
-                ]
+            for prefix, python in pythons.items():
+                workers[prefix] = Worker(python, server.url)
+            if SEED in workers:
+                results.versions_seed = workers[SEED].call(
+                    {"op": "versions", "names": SEED_PACKAGES}
+                )["versions"]
+            if TWIN in workers:
+                results.versions_twin = workers[TWIN].call(
+                    {"op": "versions", "names": SEED_PACKAGES}
+                )["versions"]
             sides = Sides(
                 Side(driver=Driver(server.url)),
-                Side(worker=worker) if worker is not None else None,
-                seed_reason,
+                {prefix: Side(worker=worker) for prefix, worker in workers.items()},
+                reasons,
             )
             for size in cfg.sizes:
                 results.inproc[size] = {}
@@ -537,11 +571,11 @@ async def main_async(cfg: Config) -> Results:
             results.profiles = await measure_profiles(sides, cfg)
             results.callgrind = measure_callgrind(cfg)
         finally:
-            if worker is not None:
+            for worker in workers.values():
                 worker.close()
         if cfg.e2e:
             logger.info("end to end (uvicorn + wrk)")
-            results.e2e = measure_e2e(results, cfg, server.url, seed_python)
+            results.e2e = measure_e2e(results, cfg, server.url, pythons)
         else:
             results.e2e_note = "skipped (--no-e2e)"
     results.machine["load_end"] = _loadavg()

@@ -6,6 +6,8 @@ rendered through ``response_model``. Only how the answer is produced changes:
 
     floor            the route returns a pre-built ``Response`` of the same bytes
     floor_redis      the same, after one raw redis-py GET of those bytes (hiredis parser)
+    bare_get         no FastAPI at all: a bare ASGI app that answers every request with one
+                     redis-py GET of those bytes (the least any Redis-backed hit can cost)
     nocache          the endpoint builds the payload; FastAPI validates and renders it
     ours_memory      fastapi_cachemate.cache.cache_response, MemoryBackend, hit
     ours_redis       fastapi_cachemate.cache.cache_response, RedisBackend, hit
@@ -172,6 +174,43 @@ def _floor_redis(count: int, redis_url: str) -> Built:
     return Built(app, uses_redis=True)
 
 
+class _BareGet:
+    """An ASGI app with nothing but one GET per request (and the lifespan protocol)."""
+
+    def __init__(self, key: str, body: bytes, redis_url: str) -> None:
+        self.key = key
+        self.body = body
+        self.redis_url = redis_url
+        self.client: Any = None
+        self.headers = [(b"content-type", b"application/json")]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        raw = await self.client.get(self.key)
+        headers = [*self.headers, (b"content-length", b"%d" % len(raw))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": raw})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.client = _redis_client(self.redis_url)
+                await self.client.set(self.key, self.body)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _bare_get(count: int, redis_url: str) -> Built:
+    app: Any = _BareGet(f"bench:bare:{count}", expected_body(1, count), redis_url)
+    return Built(app, uses_redis=True)
+
+
 def _nocache(count: int, redis_url: str) -> Built:
     app = _page_app()
 
@@ -328,6 +367,7 @@ def _cashews_redis(count: int, redis_url: str) -> Built:
 SCENARIOS: dict[str, Callable[[int, str], Built]] = {
     "floor": _floor,
     "floor_redis": _floor_redis,
+    "bare_get": _bare_get,
     "nocache": _nocache,
     "ours_memory": _ours_memory,
     "ours_redis": _ours_redis,

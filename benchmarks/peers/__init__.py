@@ -4,6 +4,11 @@ The seed library (fastapi-cachemate 0.1.1 from PyPI) shares our package name, so
 its own venv, ``build/bench-venvs/seed``, created here with ``python -m venv`` + pip from
 requirements-seed.txt (re-created when that file changes). fastapi-cache2 and cashews share
 our dependencies and run in our venv (requirements-main.txt, installed by ``make bench``).
+
+The seed pins FastAPI < 0.117 and redis-py 6.2, so its users are on those versions, and stay
+on them when they switch to us. ``build/bench-venvs/twin`` holds this repository (editable)
+on exactly the seed venv's versions of everything else (``ensure_twin_venv``): ours and the
+seed compared with nothing else different.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HERE", "Worker", "WorkerError", "ensure_venv"]
+__all__ = ["HERE", "Worker", "WorkerError", "ensure_twin_venv", "ensure_venv"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +42,45 @@ def ensure_venv(root: Path, name: str, requirements: Path) -> Path:
     logger.info("creating %s from %s", venv, requirements.name)
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
-        check=True,
-        cwd=tempfile.gettempdir(),
+    with tempfile.TemporaryDirectory() as empty:  # a cwd whose files cannot shadow modules
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
+            check=True,
+            cwd=empty,
+        )
+    marker.write_text(digest)
+    return python
+
+
+def ensure_twin_venv(root: Path, seed_python: Path, project: Path) -> Path:
+    """The python of ``root/twin``: ``project`` installed editable, every other package at
+    the version the seed's venv has (refreshed when those or our metadata change)."""
+    frozen = subprocess.run(
+        [str(seed_python), "-m", "pip", "freeze"], check=True, capture_output=True, text=True
+    ).stdout
+    constraints = "".join(
+        f"{line}\n"
+        for line in frozen.splitlines()
+        if line and not line.startswith(("fastapi-cachemate", "-e ", "#"))
     )
+    venv = root / "twin"
+    python = venv / "bin" / "python"
+    state = hashlib.sha256(constraints.encode())
+    for name in ("pyproject.toml", "setup.py"):
+        state.update((project / name).read_bytes())
+    digest = state.hexdigest()
+    marker = venv / ".bench-requirements"
+    if python.exists() and marker.exists() and marker.read_text() == digest:
+        return python
+    logger.info("creating %s on the seed venv's versions", venv)
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    with tempfile.TemporaryDirectory() as scratch:  # also the cwd: nothing there shadows a module
+        pins = Path(scratch) / "constraints.txt"
+        pins.write_text(constraints)
+        install = ["-c", str(pins), "-e", str(project), "uvicorn", "uvloop", "httptools", "hiredis"]
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, *install], check=True, cwd=scratch)
     marker.write_text(digest)
     return python
 
