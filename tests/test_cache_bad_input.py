@@ -183,6 +183,9 @@ async def test_lone_surrogates_in_the_path_fail_as_without_the_cache(
     app = app_factory()
     async with served(app):
         for headers in ([], [], [(b"cache-control", b"no-cache")]):
-            with pytest.raises(PydanticSerializationError, match="surrogates not allowed"):
+            # Pydantic's serializer (FastAPI >= 0.118) or json.dumps(...).encode (older)
+            with pytest.raises(
+                (PydanticSerializationError, UnicodeEncodeError), match="surrogates not allowed"
+            ):
                 await call(app, "/names/\udcff", headers=headers, raw_path=b"/names/%ff")
     assert app.state.calls["names"] == 3
