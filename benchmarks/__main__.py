@@ -379,6 +379,9 @@ def measure_e2e(
     if e2e.wrk_path() is None:
         results.e2e_note = "wrk is missing (make bench installs it with apt-get when root)"
         return out
+    import redis as redis_py
+
+    redis = redis_py.Redis.from_url(redis_url)
     small = results.inproc.get("small", {})
     available: dict[str, bool] = {}
     for group in small.values():
@@ -414,8 +417,11 @@ def measure_e2e(
             shift = r % max(1, len(keys))
             for key in keys[shift:] + keys[:shift]:
                 server = servers[key]
+                before = _redis_commands(redis)
                 res = e2e.run_wrk(server.url, cfg.e2e_seconds, cfg.e2e_connections, server)
-                out[key]["rounds"].append(res.__dict__)
+                sent = _redis_commands(redis) - before
+                round_ = {**res.__dict__, "redis_commands": sent / max(1, res.requests)}
+                out[key]["rounds"].append(round_)
         for key in keys:
             rounds = out[key]["rounds"]
             out[key]["rps"] = statistics.median(x["rps"] for x in rounds)
@@ -424,11 +430,19 @@ def measure_e2e(
             out[key]["errors"] = sum(x["errors"] for x in rounds)
             cpu = [x["server_cpu_us"] for x in rounds if x["server_cpu_us"] is not None]
             out[key]["server_cpu_us"] = statistics.median(cpu) if cpu else None
+            out[key]["redis_commands"] = statistics.median(x["redis_commands"] for x in rounds)
     finally:
         for server in servers.values():
             server.stop()
+        redis.close()
         _flush(redis_url)
     return out
+
+
+def _redis_commands(client: Any) -> int:
+    """Commands the server has run so far (INFO commandstats), the INFO calls left out."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
 def venv_pythons(cfg: Config) -> tuple[dict[str, Path], dict[str, str]]:

@@ -228,9 +228,10 @@ def _e2e(raw: dict[str, Any]) -> str:
     rows = []
     for key, d in data.items():
         if d["status"] != "ok":
-            rows.append([LABELS[key], d["status"], "", "", "", "", "", ""])
+            rows.append([LABELS[key], d["status"], "", "", "", "", "", "", ""])
             continue
         cpu = d.get("server_cpu_us")
+        commands = d.get("redis_commands")
         rows.append(
             [
                 LABELS[key],
@@ -240,6 +241,7 @@ def _e2e(raw: dict[str, Any]) -> str:
                 f"{d['p99_ms']:.2f}",
                 f"{cpu:.0f}" if cpu else "-",
                 f"{cpu / floor_cpu:.2f}x" if cpu and floor_cpu else "-",
+                "-" if commands is None else f"{commands:.2f}",
                 str(d["errors"]),
             ]
         )
@@ -251,6 +253,7 @@ def _e2e(raw: dict[str, Any]) -> str:
         "p99 ms",
         "server CPU µs/req",
         "CPU / floor's",
+        "Redis commands / req",
         "errors",
     ]
     return _table(header, rows)
@@ -533,7 +536,9 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
         "One uvicorn worker per scenario (uvloop, httptools, `--no-access-log`) on loopback, "
         "pinned to CPU 1 while wrk runs on CPU 0; medians of the rounds. The server's CPU "
         "time per request (from /proc, around each wrk run) is the steadier measure when "
-        "the machine is shared.\n\n",
+        "the machine is shared. Redis commands per request: INFO commandstats around each "
+        "wrk run, over its requests; with 16 connections on one key, ours shares one GET "
+        "among the lookups in flight (docs/resilience.md, shared lookups).\n\n",
         _e2e(raw),
     ]
     if plots:
