@@ -20,6 +20,11 @@ them), and wraps the endpoint in one pipeline per request::
   FastAPI would (``_render``), stored through ``kernels.write_entry`` unless it must not
   be (``_http.RouteHTTP.verdict``: statuses, Set-Cookie, no-store/private, Vary: *, ...).
 
+On a route whose dependencies have no effects (``_hitfirst.blocker``), the route's ASGI app
+is wrapped so that ``answer_first`` (policy, key, lookup, decode, hit: the same steps) runs
+before FastAPI validates anything; a fresh hit is sent from there, and anything else goes on
+to FastAPI and to ``respond``, which reuses that lookup instead of fetching again.
+
 The cache never turns a request into an error: everything it does can fail into a plain
 call of the endpoint. Errors of the endpoint itself (and of its response model) propagate
 as they would without the cache.
