@@ -45,7 +45,14 @@ from starlette.exceptions import HTTPException
 from fastapi_cachemate import _log, metrics
 from fastapi_cachemate._breaker import BackendUnavailable, CircuitBreaker
 from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._lease import Found, NoLease, acquire_or_wait, lock_ttl_ms, try_acquire
+from fastapi_cachemate._lease import (
+    Found,
+    Lease,
+    NoLease,
+    acquire_or_wait,
+    lock_ttl_ms,
+    try_acquire,
+)
 from fastapi_cachemate._refresh import RefreshTicket, reenter, refresh_scope
 from fastapi_cachemate._singleflight import SingleFlight
 from fastapi_cachemate._tasks import RefreshTasks
@@ -297,9 +304,11 @@ class Flow:
             return None
         return ticket
 
-    async def store(self, computed: Computed, ttl: float) -> bool:
+    async def store(self, computed: Computed, ttl: float, lease: Lease | None = None) -> bool:
         """Store the computed entry (ttl + grace in the backend) unless an invalidation
-        landed since its ``begin``; True if stored.
+        landed since its ``begin``; True if stored. With the lease this computation holds,
+        when its lock lives in the backend's store, the store releases it in the same round
+        trip (``Backend.store_if_generation_and_unlock``); else the lease releases it.
 
         Counted: stored (the body's length and the blob's), or not_stored (error) when the
         backend is unavailable. A store refused by the generation check is not counted.
@@ -315,11 +324,18 @@ class Flow:
         if self.runtime.in_process:
             stored = await backend.store_if_generation(ticket, blob, ttl_ms)
         else:
+            unlock = None
+            if lease is not None and self.locks.shares_store(backend):
+                lease.forget()  # stop extending it: the store's round trip unlocks it
+                unlock = (lease.key, lease.token)
+
+            def store() -> Awaitable[bool]:
+                if unlock is None:
+                    return backend.store_if_generation(ticket, blob, ttl_ms)
+                return backend.store_if_generation_and_unlock(ticket, blob, ttl_ms, *unlock)
+
             try:
-                stored = await self.runtime.breaker.call(
-                    lambda: backend.store_if_generation(ticket, blob, ttl_ms),
-                    self.settings.backend_timeout,
-                )
+                stored = await self.runtime.breaker.call(store, self.settings.backend_timeout)
             except BackendUnavailable as exc:
                 self._failed("store", exc)
                 self.stats.not_stored(metrics.REASON_ERROR)
@@ -578,7 +594,7 @@ class Flow:
             return await compute()  # never stored: someone else holds the lock
         async with got:
             computed = await compute()
-            if await self.store(computed, computed.ttl):
+            if await self.store(computed, computed.ttl, got):
                 computed = computed._replace(stored=True)
             if self.down:
                 got.forget()  # the backend is unavailable: the lock expires by itself

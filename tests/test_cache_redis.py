@@ -70,7 +70,8 @@ async def test_a_miss_is_lookup_lock_recheck_begin_store_unlock(
     assert miss.headers["x-cache-status"] == "MISS"
     # GET K (the miss); SET K:lock NX PX (the lock); GET K (recheck under the lock);
     # EVALSHA begin (GET K:gen, SET K:gen "0"); EVALSHA compare-and-set (GET K:gen, SET K);
-    # EVALSHA unlock (GET K:lock, DEL K:lock). docs/resilience.md, docs/keys-and-invalidation.md
+    # EVALSHA unlock (GET K:lock, DEL K:lock), the last two in one pipeline round trip.
+    # docs/resilience.md, docs/keys-and-invalidation.md
     assert _delta(before, after) == {"get": 5, "set": 3, "evalsha": 3, "del": 1}
     assert await redis_client.keys("*:lock") == []
     ttl_ms = [await redis_client.pttl(key) for key in await redis_client.keys("*}")]

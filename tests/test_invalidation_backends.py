@@ -8,6 +8,7 @@ its generation, waits for the test, and stores only after an invalidation has la
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -502,3 +503,72 @@ def test_layout() -> None:
         layout.prefix_of(b"nohash")
     with pytest.raises(TypeError):
         layout.tag_key("p", 1)  # type: ignore[arg-type]
+
+
+# --- the store that releases the computation's lock (Redis: one round trip) --------------
+
+
+def _redis_only(backend: Backend) -> RedisBackend:
+    if not isinstance(backend, RedisBackend):
+        pytest.skip("locks that live in the backend's store: Redis only")
+    return backend
+
+
+async def _held_lock(backend: RedisBackend, k: bytes) -> tuple[RedisLockManager, bytes, str]:
+    locks = RedisLockManager(backend)
+    assert locks.shares_store(backend)
+    assert not locks.shares_store(MemoryBackend())
+    lock_key = k + b":lock"
+    token = await locks.try_lock(lock_key, 10_000)
+    assert token is not None
+    return locks, lock_key, token
+
+
+async def test_store_and_unlock_in_one_call(inv_backend: Backend) -> None:
+    backend = _redis_only(inv_backend)
+    k = key(20)
+    _, lock_key, token = await _held_lock(backend, k)
+    ticket = await backend.begin_compute(k)
+    assert await backend.store_if_generation_and_unlock(ticket, b"v", TTL, lock_key, token)
+    assert await backend.fetch(k) == b"v"
+    assert await backend.client.exists(lock_key) == 0
+
+
+async def test_store_and_unlock_leaves_another_holders_lock(inv_backend: Backend) -> None:
+    """The lock expired and another request took it: ours stores, theirs stays."""
+    backend = _redis_only(inv_backend)
+    k = key(21)
+    _, lock_key, _ = await _held_lock(backend, k)
+    ticket = await backend.begin_compute(k)
+    assert await backend.store_if_generation_and_unlock(ticket, b"v", TTL, lock_key, "not-ours")
+    assert await backend.fetch(k) == b"v"
+    assert await backend.client.exists(lock_key) == 1
+
+
+async def test_store_and_unlock_after_an_invalidation_only_unlocks(inv_backend: Backend) -> None:
+    backend = _redis_only(inv_backend)
+    k = key(22)
+    _, lock_key, token = await _held_lock(backend, k)
+    ticket = await backend.begin_compute(k)
+    await backend.invalidate_keys(k)
+    assert not await backend.store_if_generation_and_unlock(ticket, b"old", TTL, lock_key, token)
+    assert await backend.fetch(k) is None
+    assert await backend.client.exists(lock_key) == 0
+    ttl_ms: int = backend.generation_ttl_ms
+    old = (await backend.begin_compute(k))._replace(started=ticket.started - ttl_ms / 1000.0)
+    _, lock_key, token = await _held_lock(backend, k)
+    assert not await backend.store_if_generation_and_unlock(old, b"old", TTL, lock_key, token)
+    assert await backend.fetch(k) is None
+    assert await backend.client.exists(lock_key) == 0
+
+
+async def test_store_and_unlock_of_a_ticket_without_generation(inv_backend: Backend) -> None:
+    """A ticket from a backend without generations (the default begin_compute): a plain
+    SET, and the unlock."""
+    backend = _redis_only(inv_backend)
+    k = key(23)
+    _, lock_key, token = await _held_lock(backend, k)
+    ticket = ComputeTicket(k, None, time.monotonic())
+    assert await backend.store_if_generation_and_unlock(ticket, b"v", TTL, lock_key, token)
+    assert await backend.fetch(k) == b"v"
+    assert await backend.client.exists(lock_key) == 0

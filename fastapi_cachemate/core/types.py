@@ -128,6 +128,13 @@ class Backend(ABC):
         await self.store(ticket.key, value, ttl_ms)
         return True
 
+    async def store_if_generation_and_unlock(
+        self, ticket: ComputeTicket, value: bytes, ttl_ms: int, lock_key: bytes, token: str
+    ) -> bool:
+        """store_if_generation, then release the lock (lock_key, token) of a LockManager
+        whose ``shares_store(self)`` is True, in one round trip; True if stored."""
+        raise NotImplementedError(f"{type(self).__name__} holds no locks")
+
     async def add_tags(self, key: bytes, tags: Iterable[str], ttl_ms: int) -> None:
         """Register key in the set of each tag; each set lives at least ttl_ms more."""
         raise NotImplementedError(f"{type(self).__name__} does not support tags")
@@ -168,6 +175,11 @@ class LockManager(ABC):
 
     async def extend(self, key: bytes, token: str, ttl_ms: int) -> bool:
         """Push the lock's expiry to ttl_ms from now if token still owns it."""
+        return False
+
+    def shares_store(self, backend: Backend) -> bool:
+        """Whether the locks live in backend's store, so that
+        ``backend.store_if_generation_and_unlock`` releases one with the store's round trip."""
         return False
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "BEGIN_SCRIPT",
     "INVALIDATE_SCRIPT",
     "STORE_IF_GENERATION_SCRIPT",
+    "UNLOCK_SCRIPT",
     "RedisBackend",
     "RedisClient",
     "parser_class_of",
@@ -64,6 +65,15 @@ redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
 return 1
 """
 
+# KEYS: the lock; ARGV: token. Delete the lock only if it still holds the token (the
+# RedisLockManager's unlock, here so that a store can release the lock in its round trip).
+UNLOCK_SCRIPT = """\
+if redis.call("get", KEYS[1]) == ARGV[1] then
+    return redis.call("del", KEYS[1])
+end
+return 0
+"""
+
 # KEYS: K1, K1:gen, K2, K2:gen... (one slot on a cluster; at most KEYS_PER_SCRIPT pairs);
 # ARGV: generation_ttl_ms. Per key: bump the generation (so that no computation that began
 # before can store), then drop the entry. The number of entries there were.
@@ -86,7 +96,13 @@ end
 return 1
 """
 
-_SCRIPTS = (BEGIN_SCRIPT, STORE_IF_GENERATION_SCRIPT, INVALIDATE_SCRIPT, ADD_TAG_SCRIPT)
+_SCRIPTS = (
+    BEGIN_SCRIPT,
+    STORE_IF_GENERATION_SCRIPT,
+    UNLOCK_SCRIPT,
+    INVALIDATE_SCRIPT,
+    ADD_TAG_SCRIPT,
+)
 
 
 def _sha(script: str) -> str:
@@ -95,6 +111,7 @@ def _sha(script: str) -> str:
 
 _BEGIN_SHA = _sha(BEGIN_SCRIPT)
 _STORE_SHA = _sha(STORE_IF_GENERATION_SCRIPT)
+_UNLOCK_SHA = _sha(UNLOCK_SCRIPT)
 _INVALIDATE_SHA = _sha(INVALIDATE_SCRIPT)
 _ADD_TAG_SHA = _sha(ADD_TAG_SCRIPT)
 
@@ -306,6 +323,32 @@ class RedisBackend(Backend):
             _STORE_SHA, (key, layout.generation_key(key)), value, ttl_ms, ticket.generation
         )
         return bool(stored == 1)
+
+    async def store_if_generation_and_unlock(
+        self, ticket: ComputeTicket, value: bytes, ttl_ms: int, lock_key: bytes, token: str
+    ) -> bool:
+        """store_if_generation, then the compare-and-delete of a RedisLockManager's lock,
+        in one pipeline round trip (the lock is ``K:lock``: the same slot as K)."""
+        if ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        key = ticket.key
+        too_old = ticket.generation is not None and ticket.expired(self.generation_ttl_ms)
+
+        def build(pipe: Any) -> None:
+            if ticket.generation is None:
+                pipe.execute_command("SET", key, value, "PX", ttl_ms)
+            elif not too_old:
+                gen_key = layout.generation_key(key)
+                args = (value, ttl_ms, ticket.generation)
+                pipe.execute_command("EVALSHA", _STORE_SHA, 2, key, gen_key, *args)
+            pipe.execute_command("EVALSHA", _UNLOCK_SHA, 1, lock_key, token)
+
+        if too_old:
+            logger.info("RedisBackend: computation of %r too old to be stored", key)
+        replies = await self._pipeline(build)
+        if too_old:
+            return False
+        return ticket.generation is None or bool(replies[0] == 1)
 
     async def add_tags(self, key: bytes, tags: Iterable[str], ttl_ms: int) -> None:
         """One EVALSHA per tag (SADD + expiry pushed to at least ttl_ms), one pipeline."""

@@ -19,25 +19,19 @@ import uuid
 
 from redis import exceptions as redis_exceptions
 
-from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.backends.redis import UNLOCK_SCRIPT, RedisBackend
 from fastapi_cachemate.core.locks import (
     check_lock_ttl,
     check_ttl_ms,
     configured_lock_ttl,
     new_token,
 )
-from fastapi_cachemate.core.types import LockManager
+from fastapi_cachemate.core.types import Backend, LockManager
 
 __all__ = ["EXTEND_SCRIPT", "UNLOCK_SCRIPT", "RedisLockManager"]
 
 logger = logging.getLogger(__name__)
 
-UNLOCK_SCRIPT = """\
-if redis.call("get", KEYS[1]) == ARGV[1] then
-    return redis.call("del", KEYS[1])
-end
-return 0
-"""
 
 EXTEND_SCRIPT = """\
 if redis.call("get", KEYS[1]) == ARGV[1] then
@@ -111,3 +105,7 @@ class RedisLockManager(LockManager):
         check_ttl_ms(ttl_ms)
         extended = await self._extend(keys=[key], args=[token, ttl_ms])
         return bool(extended == 1)
+
+    def shares_store(self, backend: Backend) -> bool:
+        """The locks are in this backend's Redis: its store can release one (same script)."""
+        return backend is self._backend
