@@ -559,22 +559,35 @@ class Flow:
         if wait is None:
             wait = ttl_ms / 1000.0
 
-        async def fresh() -> Any:
-            entry = self.decode(await self._fetch(), fingerprint)
+        def usable(raw: bytes | None) -> Any:
+            entry = self.decode(raw, fingerprint)
             if entry is None or entry.state != kernels.FRESH:
                 return None
             if newer_than is not None and entry.created <= newer_than:
                 return None  # the entry being revalidated: compute a newer one
             return entry
 
+        async def fresh() -> Any:
+            return usable(await self._fetch())
+
+        lock_key = self.key + LOCK_SUFFIX
+        take = None
+        if self.locks.shares_store(self.backend):
+            backend = self.backend
+
+            async def take() -> tuple[str | None, Any]:
+                token, raw = await backend.lock_and_fetch(lock_key, ttl_ms, self.key)
+                return token, usable(raw)
+
         got = await acquire_or_wait(
             self.locks,
-            self.key + LOCK_SUFFIX,
+            lock_key,
             fresh,
             ttl_ms=ttl_ms,
             wait_timeout=wait,
             breaker=self.runtime.breaker,
             call_timeout=settings.backend_timeout,
+            take=take,
         )
         if isinstance(got, Found) or (isinstance(got, NoLease) and got.reason == "timeout"):
             self.stats.lock_wait()  # this request waited for another process's computation

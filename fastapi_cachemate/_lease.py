@@ -362,14 +362,45 @@ async def acquire_or_wait(
     call_timeout: float = 0.25,
     rng: Callable[[], float] = random.random,
     recheck: bool = True,
+    take: Callable[[], Awaitable[tuple[str | None, T | None]]] | None = None,
 ) -> Lease | Found[T] | NoLease:
-    """Hold the lock, or wait for the holder's value, or give up (see the module doc)."""
+    """Hold the lock, or wait for the holder's value, or give up (see the module doc).
+
+    ``take``: one round trip that tries the lock and reads the value, in that order (a lock
+    that lives in the value's store: ``Backend.lock_and_fetch``): (the token, or None when
+    the lock is taken; the value now, as ``fetch`` gives it). With it, the attempt and its
+    recheck are one call, and so is each poll.
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
     deadline = start + wait_timeout
     polls = 0
+    calls = _Calls(breaker, call_timeout)
+
+    async def take_attempt(
+        take: Callable[[], Awaitable[tuple[str | None, T | None]]],
+    ) -> Lease | Found[T] | None:
+        token, value = await calls(take)
+        lease = None
+        if token is not None:
+            lease = Lease(
+                locks,
+                lock_key,
+                token,
+                ttl_ms,
+                extend_every=extend_every,
+                breaker=breaker,
+                call_timeout=call_timeout,
+            )
+        if value is None:
+            return lease
+        if lease is not None:  # the previous holder stored and unlocked just before
+            await lease.release()
+        return Found(value, loop.time() - start, polls)
 
     async def attempt() -> Lease | Found[T] | None:
+        if take is not None and recheck:
+            return await take_attempt(take)
         lease = await try_acquire(
             locks,
             lock_key,
@@ -401,9 +432,10 @@ async def acquire_or_wait(
                 return NoLease("timeout", loop.time() - start, polls)
             await asyncio.sleep(min(delay, remaining))
             polls += 1
-            value = await fetch()
-            if value is not None:
-                return Found(value, loop.time() - start, polls)
+            if take is None or not recheck:  # else the attempt reads the value too
+                value = await fetch()
+                if value is not None:
+                    return Found(value, loop.time() - start, polls)
             got = await attempt()
             if got is not None:
                 return got

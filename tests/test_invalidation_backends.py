@@ -572,3 +572,31 @@ async def test_store_and_unlock_of_a_ticket_without_generation(inv_backend: Back
     assert await backend.store_if_generation_and_unlock(ticket, b"v", TTL, lock_key, token)
     assert await backend.fetch(k) == b"v"
     assert await backend.client.exists(lock_key) == 0
+
+
+async def test_lock_and_fetch_in_one_call(inv_backend: Backend) -> None:
+    """SET K:lock NX PX, then GET K: the token (None when the lock is taken) and the value."""
+    backend = _redis_only(inv_backend)
+    k = key(24)
+    lock_key = k + b":lock"
+    token, value = await backend.lock_and_fetch(lock_key, 10_000, k)
+    assert token is not None
+    assert value is None
+    assert await backend.client.get(lock_key) == token.encode()
+    assert 9_000 < await backend.client.pttl(lock_key) <= 10_000
+    await backend.store(k, b"v", TTL)
+    assert await backend.lock_and_fetch(lock_key, 10_000, k) == (None, b"v")  # taken
+    assert await RedisLockManager(backend).unlock(lock_key, token)
+    again, value = await backend.lock_and_fetch(lock_key, 10_000, k)
+    assert again is not None
+    assert again != token
+    assert value == b"v"
+
+
+async def test_lock_and_fetch_of_another_type_is_a_miss(inv_backend: Backend) -> None:
+    backend = _redis_only(inv_backend)
+    k = key(25)
+    await backend.client.rpush(k, b"x")
+    token, value = await backend.lock_and_fetch(k + b":lock", 10_000, k)
+    assert token is not None
+    assert value is None

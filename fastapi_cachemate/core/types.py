@@ -128,6 +128,14 @@ class Backend(ABC):
         await self.store(ticket.key, value, ttl_ms)
         return True
 
+    async def lock_and_fetch(
+        self, lock_key: bytes, ttl_ms: int, key: bytes
+    ) -> tuple[str | None, bytes | None]:
+        """Take the lock lock_key for ttl_ms (as the LockManager whose ``shares_store(self)``
+        is True would), then read key, in one round trip: (the lock's token, or None if it
+        is taken; the value at key now, or None)."""
+        raise NotImplementedError(f"{type(self).__name__} holds no locks")
+
     async def store_if_generation_and_unlock(
         self, ticket: ComputeTicket, value: bytes, ttl_ms: int, lock_key: bytes, token: str
     ) -> bool:
@@ -178,8 +186,9 @@ class LockManager(ABC):
         return False
 
     def shares_store(self, backend: Backend) -> bool:
-        """Whether the locks live in backend's store, so that
-        ``backend.store_if_generation_and_unlock`` releases one with the store's round trip."""
+        """Whether the locks live in backend's store, so that ``backend.lock_and_fetch``
+        takes one with the recheck's round trip and ``backend.store_if_generation_and_unlock``
+        releases it with the store's."""
         return False
 
 

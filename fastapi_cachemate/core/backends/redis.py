@@ -29,6 +29,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
 from fastapi_cachemate.core import layout
+from fastapi_cachemate.core.locks import new_token
 from fastapi_cachemate.core.types import DEFAULT_GENERATION_TTL_MS, Backend, ComputeTicket
 
 __all__ = [
@@ -323,6 +324,28 @@ class RedisBackend(Backend):
             _STORE_SHA, (key, layout.generation_key(key)), value, ttl_ms, ticket.generation
         )
         return bool(stored == 1)
+
+    async def lock_and_fetch(
+        self, lock_key: bytes, ttl_ms: int, key: bytes
+    ) -> tuple[str | None, bytes | None]:
+        """SET lock_key token NX PX ttl_ms (a RedisLockManager's try_lock) and GET key in one
+        pipeline round trip, in that order (lock_key is ``K:lock``: K's slot). A value of
+        another type at key is None, as for fetch."""
+        if ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        token = new_token()
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.execute_command("SET", lock_key, token, "NX", "PX", ttl_ms)
+            pipe.execute_command("GET", key, keys=[key], **{NEVER_DECODE: True})
+            taken, value = await pipe.execute(raise_on_error=False)
+        if isinstance(taken, Exception):
+            raise taken
+        if isinstance(value, Exception):
+            if not str(value).startswith("WRONGTYPE"):
+                raise value
+            logger.warning("RedisBackend: %r holds another type: a miss, overwritten", key)
+            value = None
+        return (token if taken else None), value
 
     async def store_if_generation_and_unlock(
         self, ticket: ComputeTicket, value: bytes, ttl_ms: int, lock_key: bytes, token: str
