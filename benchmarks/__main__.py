@@ -468,13 +468,19 @@ def venv_pythons(cfg: Config) -> tuple[dict[str, Path], dict[str, str]]:
 
 
 def measure_callgrind(cfg: Config) -> str:
-    """callgrind's instructions per request of the floor and our memory hit ("" without
-    valgrind, or in a quick run: it takes about two minutes)."""
+    """callgrind's instructions per request of the floor and our memory hit, and of the bare
+    GET and our Redis hit ("" without valgrind, or in a quick run: about four minutes)."""
     if cfg.quick or shutil.which("valgrind") is None:
         return ""
     logger.info("instructions per request (callgrind)")
     try:
-        return callgrind_hit.run(["floor", "ours_memory"], "small")
+        return "\n".join(
+            (
+                callgrind_hit.run(["floor", "ours_memory"], "small"),
+                # a Redis hit against the least one can cost (medium: its entry is compressed)
+                callgrind_hit.run(["bare_get", "ours_redis"], "medium"),
+            )
+        )
     except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
         logger.warning("callgrind: %s", exc)
         return ""

@@ -559,9 +559,12 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
     if raw.get("callgrind"):
         parts.append(
             "\n## Instructions per request (callgrind)\n\n"
-            "Counted, not timed: the same on a busy machine. A hit's cost is the interpreter "
-            "running FastAPI's and Starlette's request path and ours; our C kernels are a "
-            "small part of it.\n\n" + raw["callgrind"]
+            "Counted, not timed: the same on a busy machine (the wait for Redis costs no "
+            "instructions). A hit's cost is the interpreter running FastAPI's and Starlette's "
+            "request path and ours; our C kernels are a small part of it. The second table "
+            "sets a Redis hit of the medium payload against the bare GET: the difference is "
+            "the routing, our hit (the memory hit's cost), zstd decompressing the stored "
+            "entry, and the request path's wrappers around the GET.\n\n" + raw["callgrind"]
         )
     if raw["codecs"]:
         parts.append("\n## Components (codecs, compression, entries, counters)\n")

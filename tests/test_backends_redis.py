@@ -83,6 +83,10 @@ async def test_fetch_returns_bytes_even_with_decode_responses(redis_server: Redi
         await backend.store(b"p:{dec}", b"\xff\xfe\x00binary", 60_000)
         # decoding this as UTF-8 would fail: fetch never decodes
         assert await backend.fetch(b"p:{dec}") == b"\xff\xfe\x00binary"
+        # nor does the miss path's lock-and-recheck pipeline
+        token, value = await backend.lock_and_fetch(b"p:{dec}:lock", 1_000, b"p:{dec}")
+        assert token is not None
+        assert value == b"\xff\xfe\x00binary"
     finally:
         await backend.close()
 
