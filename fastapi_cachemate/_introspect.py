@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -39,6 +40,7 @@ __all__ = [
     "UNKEYED_REQUEST_ATTR",
     "ReadPlan",
     "check_endpoint",
+    "is_subclass",
     "param_model",
     "plan_for_dependant",
 ]
@@ -94,6 +96,17 @@ class ReadPlan:
         return frozenset(self.query_names - self.list_query_names)
 
 
+def is_subclass(annotation: object, cls: type) -> bool:
+    """issubclass for whatever an annotation holds: False for non-classes, and for generic
+    aliases such as ``list[str]``, which Python 3.10 counts as classes but issubclass
+    refuses."""
+    return (
+        isinstance(annotation, type)
+        and not isinstance(annotation, types.GenericAlias)
+        and issubclass(annotation, cls)
+    )
+
+
 def _describe(call: Any) -> str:
     target = call if inspect.isclass(call) or inspect.isroutine(call) else type(call)
     module = getattr(target, "__module__", None) or "?"
@@ -123,12 +136,8 @@ def param_model(field: Any) -> type[BaseModel] | None:
     annotation = field.field_info.annotation
     if isinstance(field.field_info, (params.Query, params.Header, params.Cookie)):
         annotation = _optional_model(annotation)
-    if (
-        inspect.isclass(annotation)
-        and issubclass(annotation, BaseModel)
-        and not _is_json_field(field)
-    ):
-        return annotation
+    if is_subclass(annotation, BaseModel) and not _is_json_field(field):
+        return annotation  # type: ignore[no-any-return]
     return None
 
 
@@ -396,7 +405,7 @@ def own_raw_readers(
             annotation, *meta = get_args(annotation)
             if any(isinstance(m, params.Depends) for m in meta):
                 continue
-        if inspect.isclass(annotation) and issubclass(annotation, HTTPConnection):
+        if is_subclass(annotation, HTTPConnection):
             readers.append(param.name)
     return readers
 

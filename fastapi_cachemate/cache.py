@@ -55,6 +55,7 @@ from fastapi_cachemate._http import (
     StatusTTLs,
     Verdict,
 )
+from fastapi_cachemate._introspect import is_subclass
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
 from fastapi_cachemate._policy import CacheStatuses, Refusal, is_bypass, refusal
@@ -213,10 +214,6 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature:
         return inspect.signature(func)
 
 
-def _is_subclass(annotation: object, cls: type) -> bool:
-    return inspect.isclass(annotation) and issubclass(annotation, cls)
-
-
 class _Injected(NamedTuple):
     """Where the wrapper finds the Request and the Response among FastAPI's kwargs."""
 
@@ -231,9 +228,9 @@ def _injected(func: Callable[..., Any]) -> _Injected:
     signature = _signature(func)
     request = response = ""
     for param in signature.parameters.values():
-        if not request and _is_subclass(param.annotation, Request):
+        if not request and is_subclass(param.annotation, Request):
             request = param.name
-        elif not response and _is_subclass(param.annotation, Response):
+        elif not response and is_subclass(param.annotation, Response):
             response = param.name
     extra: list[inspect.Parameter] = []
     if not request:

@@ -39,6 +39,7 @@ from starlette.routing import Mount, replace_params
 from starlette.types import ASGIApp
 
 from fastapi_cachemate._breaker import DEFAULT_FAILURE_TYPES
+from fastapi_cachemate._introspect import is_subclass
 from fastapi_cachemate._keyspec import RouteKeyer
 from fastapi_cachemate.cache_setup import CacheSetup
 
@@ -479,11 +480,7 @@ def invalidates(
         targets = [(endpoint, set(parameter_names(endpoint))) for endpoint in endpoints]
         signature = inspect.signature(func)
         own_request = next(
-            (
-                p.name
-                for p in signature.parameters.values()
-                if isinstance(p.annotation, type) and issubclass(p.annotation, Request)
-            ),
+            (p.name for p in signature.parameters.values() if is_subclass(p.annotation, Request)),
             None,
         )
         added = bool(endpoints) and own_request is None

@@ -135,3 +135,41 @@ async def test_direct_calls_run_the_endpoint() -> None:
     assert await cache_response(ttl=5)(endpoint)(4) == {"item_id": 4}
     wrapped_sync = cache_response(ttl=5)(sync_endpoint)
     assert await wrapped_sync(request=None, item_id=5) == {"item_id": 5, "request": None}
+
+
+async def test_generic_alias_parameters_are_keyed(clean_cache_setup: None) -> None:
+    """``list[str]`` as a bare annotation: Python 3.10 counts it as a class, and issubclass
+    refuses it; the decorator, the keyer and @invalidates must take it as a plain type."""
+    from fastapi import Query
+
+    from fastapi_cachemate.invalidation import invalidates
+
+    app = FastAPI()
+    calls: list[list[str]] = []
+
+    @app.get("/tagged")
+    @cache_response(ttl=60)
+    async def tagged(tags: list[str] = Query(default=[])) -> dict[str, list[str]]:  # noqa: B008
+        calls.append(tags)
+        return {"tags": tags}
+
+    @app.post("/tagged")
+    @invalidates(tagged)
+    async def retag(tags: list[str] = Query(default=[])) -> None:  # noqa: B008
+        return None
+
+    CacheSetup.setup()
+    async with client_for(app) as client:
+        first = await client.get("/tagged", params={"tags": ["a", "b"]})
+        second = await client.get("/tagged", params={"tags": ["a", "b"]})
+        other = await client.get("/tagged", params={"tags": ["b", "a"]})
+        await client.post("/tagged", params={"tags": ["a", "b"]})
+        after = await client.get("/tagged", params={"tags": ["a", "b"]})
+    assert [r.headers["x-cache-status"] for r in (first, second, other, after)] == [
+        "MISS",
+        "HIT",
+        "MISS",
+        "MISS",
+    ]
+    assert second.json() == {"tags": ["a", "b"]}
+    assert calls == [["a", "b"], ["b", "a"], ["a", "b"]]
