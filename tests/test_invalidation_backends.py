@@ -46,17 +46,14 @@ def keys_on_every_node(client: RedisCluster, prefix: bytes = b"p") -> list[bytes
     return list(by_node.values())
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
-    ]
-)
-async def inv_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        yield MemoryBackend(max_bytes=64 * 1024 * 1024)
-        return
+_REDIS_KINDS = [
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+]
+
+
+async def _redis_backend(request: pytest.FixtureRequest) -> RedisBackend:
+    """A RedisBackend on a flushed redis-server ("redis") or cluster ("cluster")."""
     client: aioredis.Redis | RedisCluster
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
@@ -67,7 +64,25 @@ async def inv_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.nodes])
         await client.initialize()
         await client.flushdb(target_nodes=RedisCluster.PRIMARIES)
-    backend = RedisBackend(client)
+    return RedisBackend(client)
+
+
+@pytest.fixture(params=["memory", *_REDIS_KINDS])
+async def inv_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        yield MemoryBackend(max_bytes=64 * 1024 * 1024)
+        return
+    backend = await _redis_backend(request)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture(params=_REDIS_KINDS)
+async def redis_inv_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]:
+    """Redis and the cluster only: for the locks that live in the backend's store."""
+    backend = await _redis_backend(request)
     try:
         yield backend
     finally:
@@ -508,12 +523,6 @@ def test_layout() -> None:
 # --- the store that releases the computation's lock (Redis: one round trip) --------------
 
 
-def _redis_only(backend: Backend) -> RedisBackend:
-    if not isinstance(backend, RedisBackend):
-        pytest.skip("locks that live in the backend's store: Redis only")
-    return backend
-
-
 async def _held_lock(backend: RedisBackend, k: bytes) -> tuple[RedisLockManager, bytes, str]:
     locks = RedisLockManager(backend)
     assert locks.shares_store(backend)
@@ -524,8 +533,8 @@ async def _held_lock(backend: RedisBackend, k: bytes) -> tuple[RedisLockManager,
     return locks, lock_key, token
 
 
-async def test_store_and_unlock_in_one_call(inv_backend: Backend) -> None:
-    backend = _redis_only(inv_backend)
+async def test_store_and_unlock_in_one_call(redis_inv_backend: RedisBackend) -> None:
+    backend = redis_inv_backend
     k = key(20)
     _, lock_key, token = await _held_lock(backend, k)
     ticket = await backend.begin_compute(k)
@@ -534,9 +543,11 @@ async def test_store_and_unlock_in_one_call(inv_backend: Backend) -> None:
     assert await backend.client.exists(lock_key) == 0
 
 
-async def test_store_and_unlock_leaves_another_holders_lock(inv_backend: Backend) -> None:
+async def test_store_and_unlock_leaves_another_holders_lock(
+    redis_inv_backend: RedisBackend,
+) -> None:
     """The lock expired and another request took it: ours stores, theirs stays."""
-    backend = _redis_only(inv_backend)
+    backend = redis_inv_backend
     k = key(21)
     _, lock_key, _ = await _held_lock(backend, k)
     ticket = await backend.begin_compute(k)
@@ -545,8 +556,10 @@ async def test_store_and_unlock_leaves_another_holders_lock(inv_backend: Backend
     assert await backend.client.exists(lock_key) == 1
 
 
-async def test_store_and_unlock_after_an_invalidation_only_unlocks(inv_backend: Backend) -> None:
-    backend = _redis_only(inv_backend)
+async def test_store_and_unlock_after_an_invalidation_only_unlocks(
+    redis_inv_backend: RedisBackend,
+) -> None:
+    backend = redis_inv_backend
     k = key(22)
     _, lock_key, token = await _held_lock(backend, k)
     ticket = await backend.begin_compute(k)
@@ -562,10 +575,12 @@ async def test_store_and_unlock_after_an_invalidation_only_unlocks(inv_backend: 
     assert await backend.client.exists(lock_key) == 0
 
 
-async def test_store_and_unlock_of_a_ticket_without_generation(inv_backend: Backend) -> None:
+async def test_store_and_unlock_of_a_ticket_without_generation(
+    redis_inv_backend: RedisBackend,
+) -> None:
     """A ticket from a backend without generations (the default begin_compute): a plain
     SET, and the unlock."""
-    backend = _redis_only(inv_backend)
+    backend = redis_inv_backend
     k = key(23)
     _, lock_key, token = await _held_lock(backend, k)
     ticket = ComputeTicket(k, None, time.monotonic())
@@ -574,9 +589,9 @@ async def test_store_and_unlock_of_a_ticket_without_generation(inv_backend: Back
     assert await backend.client.exists(lock_key) == 0
 
 
-async def test_lock_and_fetch_in_one_call(inv_backend: Backend) -> None:
+async def test_lock_and_fetch_in_one_call(redis_inv_backend: RedisBackend) -> None:
     """SET K:lock NX PX, then GET K: the token (None when the lock is taken) and the value."""
-    backend = _redis_only(inv_backend)
+    backend = redis_inv_backend
     k = key(24)
     lock_key = k + b":lock"
     token, value = await backend.lock_and_fetch(lock_key, 10_000, k)
@@ -593,8 +608,8 @@ async def test_lock_and_fetch_in_one_call(inv_backend: Backend) -> None:
     assert value == b"v"
 
 
-async def test_lock_and_fetch_of_another_type_is_a_miss(inv_backend: Backend) -> None:
-    backend = _redis_only(inv_backend)
+async def test_lock_and_fetch_of_another_type_is_a_miss(redis_inv_backend: RedisBackend) -> None:
+    backend = redis_inv_backend
     k = key(25)
     await backend.client.rpush(k, b"x")
     token, value = await backend.lock_and_fetch(k + b":lock", 10_000, k)
