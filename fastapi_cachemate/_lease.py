@@ -257,12 +257,8 @@ class Lease:
         """Stop the extender and unlock; errors are logged, never raised. Idempotent."""
         if self._released:
             return
-        self._released = True
-        if self._entered_at is not None:
-            self.elapsed = asyncio.get_running_loop().time() - self._entered_at
-        extender, self._extender = self._extender, None
+        extender = self._stop()
         if extender is not None:
-            extender.cancel()
             await asyncio.wait([extender])  # not `await extender`: our own cancel is not ours
         try:
             released = await self._calls(lambda: self.locks.unlock(self.key, self.token))
@@ -281,19 +277,26 @@ class Lease:
             )
 
     def forget(self) -> None:
-        """Stop extending and never unlock: the lock expires by itself within ``ttl_ms``.
+        """Stop extending and never unlock here: the lock expires by itself within
+        ``ttl_ms``, or a call of the holder's unlocks it (``Flow.store``: the store's round
+        trip).
 
         For a holder whose backend just failed: one more call (the unlock) would only add
         its timeout to the request. Idempotent; ``release()`` afterwards does nothing.
         """
-        if self._released:
-            return
+        if not self._released:
+            self._stop()
+
+    def _stop(self) -> asyncio.Task[None] | None:
+        """Mark the lease released, record how long it was held, cancel the extender (which
+        is returned, for the caller to wait for)."""
         self._released = True
         if self._entered_at is not None:
             self.elapsed = asyncio.get_running_loop().time() - self._entered_at
         extender, self._extender = self._extender, None
         if extender is not None:
             extender.cancel()
+        return extender
 
     async def _extend_loop(self) -> None:
         while True:

@@ -385,22 +385,16 @@ class _CachedEndpoint:
             _log_unconfigured()
             return await self.call(args, kwargs)
         settings = CacheSetup.settings()
-        refused = refusal(request, CacheSetup.bypass(), settings)
-        if refused is not None:
-            stats = self._stats(self._plan(request))
-            return await self._uncached(refused, stats, sub_response, args, kwargs)
         plan = self._plan(request)
-        if plan is None or plan.keyer is None or plan.http is None:
-            stats = self._stats(plan)
-            return await self._uncached(_REFUSED_ROUTE, stats, sub_response, args, kwargs)
-        http = plan.http
-        refused = http.refuse(request)  # Authorization, a request body, ...
+        refused = self._refusal(request, plan, settings)
         if refused is not None:
-            return await self._uncached(refused, plan.stats, sub_response, args, kwargs)
-        keyed = _key(plan.keyer, http.key_request(request))
-        if keyed is None:
+            return await self._uncached(refused, self._stats(plan), sub_response, args, kwargs)
+        assert plan is not None
+        assert plan.http is not None
+        http = plan.http
+        slot = self._slot(plan, settings, request)
+        if slot is None:
             return await self._uncached(_REFUSED_KEY, plan.stats, sub_response, args, kwargs)
-        slot = _Slot(CacheSetup.backend(), settings, *keyed, plan.stats)
         flow = self._flow(slot)
         ticket = refresh_ticket(request.scope)
         if ticket is not None:  # a background refresh re-entering the app (see _refresh)
@@ -412,11 +406,9 @@ class _CachedEndpoint:
         fwd = b"uri-miss" if lookup.missing else b"miss"
         if entry is not None:
             if entry.state == kernels.FRESH:
-                if not http.revalidation_due(request, entry, settings):
-                    slot.stats.hit()
-                    if flow.refresh_due(entry):
-                        flow.spawn_refresh(entry, request.scope)
-                    return http.hit(entry, request, sub_response)
+                hit = self._fresh_hit(http, slot, flow, entry, request, sub_response)
+                if hit is not None:
+                    return hit
                 fwd = b"request"  # client_cache_control="revalidate": the shared computation
             elif flow.servable_stale(entry):
                 slot.stats.stale()
@@ -432,8 +424,8 @@ class _CachedEndpoint:
         """The hit-first path (``_hitfirst``), before FastAPI's handler: the response of a
         fresh hit, or None after leaving the lookup in the scope for ``respond``.
 
-        The same decisions as ``respond`` in the same order; anything it does not answer
-        here (refused, unkeyable, miss, stale, revalidation) is left to ``respond``.
+        The same steps as ``respond``; anything it does not answer here (refused,
+        unkeyable, miss, stale, revalidation) is left to ``respond``.
         """
         if not CacheSetup.is_configured():
             return None
@@ -441,35 +433,62 @@ class _CachedEndpoint:
         if plan is None or not plan.hit_first or _hitfirst.overridden(plan.route):
             return None
         settings = CacheSetup.settings()
-        http = plan.http
         if (
-            http is None
-            or plan.keyer is None
-            or refusal(request, CacheSetup.bypass(), settings) is not None
-            or http.refuse(request) is not None
+            self._refusal(request, plan, settings) is not None
             or refresh_ticket(request.scope) is not None
         ):
             return None
-        keyed = _key(plan.keyer, http.key_request(request))
+        assert plan.http is not None
+        slot = self._slot(plan, settings, request)
+        if slot is None:
+            return None
+        flow = self._flow(slot)
+        lookup = await _lookup(slot, flow, request.scope)
+        entry = lookup.entry
+        if entry is not None and entry.state == kernels.FRESH:
+            hit = self._fresh_hit(plan.http, slot, flow, entry, request, _NO_HEADERS)
+            if hit is not None:
+                return hit
+        request.scope[_hitfirst.LOOKUP_SCOPE_KEY] = lookup
+        return None
+
+    def _refusal(
+        self, request: Request, plan: _Plan | None, settings: BaseCacheSettings
+    ) -> Refusal | None:
+        """Why this request does not use the cache (None: it does; plan.http is then set)."""
+        refused = refusal(request, CacheSetup.bypass(), settings)
+        if refused is not None:
+            return refused
+        if plan is None or plan.keyer is None or plan.http is None:
+            return _REFUSED_ROUTE
+        return plan.http.refuse(request)  # Authorization, a request body, ...
+
+    def _slot(self, plan: _Plan, settings: BaseCacheSettings, request: Request) -> _Slot | None:
+        """Where the request's entry lives; None when its key cannot be built (BYPASS)."""
+        assert plan.keyer is not None
+        assert plan.http is not None
+        keyed = _key(plan.keyer, plan.http.key_request(request))
         if keyed is None:
             return None
-        slot = _Slot(CacheSetup.backend(), settings, *keyed, plan.stats)
-        flow = self._flow(slot)
-        raw = await flow.fetch()
-        entry = flow.decode(raw, slot.fingerprint)
-        if (
-            entry is not None
-            and entry.state == kernels.FRESH
-            and not http.revalidation_due(request, entry, settings)
-        ):
-            slot.stats.hit()
-            if flow.refresh_due(entry):
-                flow.spawn_refresh(entry, request.scope)
-            return http.hit(entry, request, _NO_HEADERS)
-        request.scope[_hitfirst.LOOKUP_SCOPE_KEY] = _hitfirst.Lookup(
-            slot.key, raw is None, entry, flow.down
-        )
-        return None
+        return _Slot(CacheSetup.backend(), settings, *keyed, plan.stats)
+
+    def _fresh_hit(
+        self,
+        http: RouteHTTP,
+        slot: _Slot,
+        flow: Flow,
+        entry: Any,
+        request: Request,
+        sub_response: Response,
+    ) -> Response | None:
+        """The answer for a FRESH entry, and one background refresh when it is due; None
+        when the client asks for a newer one (``client_cache_control="revalidate"``)."""
+        if http.revalidation_due(request, entry, slot.settings):
+            return None
+        slot.stats.hit()
+        if flow.refresh_due(entry):
+            flow.spawn_refresh(entry, request.scope)
+        return http.hit(entry, request, sub_response)
 
     # --- the steps ------------------------------------------------------------------------
 
