@@ -37,6 +37,7 @@ from benchmarks import callgrind_hit, e2e, report
 from benchmarks.asgi_driver import Driver, app_scenarios, versions
 from benchmarks.peers import HERE as PEERS_DIR
 from benchmarks.peers import Worker, WorkerError, ensure_twin_venv, ensure_venv
+from benchmarks.report import SEED, TWIN
 from benchmarks.servers import RedisServer
 
 logger = logging.getLogger("benchmarks")
@@ -45,9 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RAW_PATH = ROOT / "build" / "bench-results.json"
 # component benchmarks written next to their code, each with run() -> str (markdown)
 CODEC_MODULES = ("codec_msgpack", "codec_compress", "codec_entry", "stats_overhead")
-SEED = "seed:"
-# Ours on the seed venv's versions of FastAPI, Starlette, redis-py, uvicorn (peers.ensure_twin_venv)
-TWIN = "twin:"
+# Scenario keys run in another venv: the seed's, and ours on the seed's versions (report.py)
 VENV_PREFIXES = (SEED, TWIN)
 
 # Scenarios measured side by side (interleaved rounds); "seed:" ones run in the seed venv.

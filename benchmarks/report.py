@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown", "plots"]
+__all__ = ["SEED", "TWIN", "markdown", "plots"]
 
 SEED = "seed:"
-TWIN = "twin:"  # ours, in a venv with the seed's versions of everything else
+TWIN = "twin:"  # ours, in a venv with the seed's versions of everything else (peers/)
 LABELS = {
     "floor": "floor: pre-built Response",
     "floor_redis": "floor + one raw redis GET",
