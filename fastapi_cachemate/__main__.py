@@ -19,7 +19,6 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -34,17 +33,17 @@ from redis.exceptions import RedisError
 
 from fastapi_cachemate import __version__
 from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate.core import layout
+from fastapi_cachemate.core.backends.redis import SCAN_COUNT, RedisBackend
+from fastapi_cachemate.core.layout import DEFAULT_PREFIX, KeyKind
 
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-DEFAULT_PREFIX = "fastapi_cachemate"
-SCAN_COUNT = 500
 URL_ENV = "CACHEMATE_REDIS_URL"
 STATES = {kernels.FRESH: "fresh", kernels.STALE: "stale", kernels.EXPIRED: "expired"}
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
 class CliError(Exception):
@@ -60,15 +59,7 @@ def _client(url: str, cluster: bool) -> Any:
     return aioredis.Redis.from_url(url)
 
 
-def _entry_pattern(prefix: str) -> str:
-    return _GLOB_SPECIAL.sub(r"\\\1", prefix) + ":{*"
-
-
-def _entry_re(prefix: str) -> re.Pattern[bytes]:
-    return re.compile(re.escape(prefix.encode()) + rb":\{[0-9a-f]{32}\}\Z")
-
-
-async def _scan(client: Any, pattern: str) -> AsyncIterator[bytes]:
+async def _scan(client: Any, pattern: bytes) -> AsyncIterator[bytes]:
     async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
         yield key if isinstance(key, bytes) else str(key).encode()
 
@@ -91,7 +82,9 @@ async def _unlink_many(client: Any, keys: list[bytes], cluster: bool) -> None:
         await client.unlink(*keys)
 
 
-async def _batches(client: Any, pattern: str, size: int = SCAN_COUNT) -> AsyncIterator[list[bytes]]:
+async def _batches(
+    client: Any, pattern: bytes, size: int = SCAN_COUNT
+) -> AsyncIterator[list[bytes]]:
     batch: list[bytes] = []
     async for key in _scan(client, pattern):
         batch.append(key)
@@ -184,7 +177,7 @@ def _print_counters(result: dict[str, Any], out: TextIO) -> None:
 
 async def _stats_from_redis(url: str, prefix: str, cluster: bool, decode: bool) -> dict[str, Any]:
     client = _client(url, cluster)
-    entry_re = _entry_re(prefix)
+    namespace = prefix.encode()
     out: dict[str, Any] = {
         "source": url,
         "prefix": prefix,
@@ -197,15 +190,15 @@ async def _stats_from_redis(url: str, prefix: str, cluster: bool, decode: bool) 
     if decode:
         out.update(fresh=0, stale=0, expired=0, unreadable=0, body_bytes=0, tags={})
     try:
-        async for batch in _batches(client, _entry_pattern(prefix)):
+        async for batch in _batches(client, layout.namespace_pattern(namespace)):
             entries: list[bytes] = []
             for k in batch:
-                kind = _kind(entry_re, k)
-                if kind == "entry":
+                kind = layout.classify(namespace, k)
+                if kind is KeyKind.ENTRY:
                     entries.append(k)
-                elif kind == "lock":
+                elif kind is KeyKind.LOCK:
                     out["locks"] += 1
-                elif kind == "generation":
+                elif kind is KeyKind.GENERATION:
                     out["generations"] += 1
                 else:
                     out["other_keys"] += 1
@@ -405,16 +398,6 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
 # --- purge -----------------------------------------------------------------------------------
 
 
-def _kind(entry_re: re.Pattern[bytes], key: bytes) -> str | None:
-    """ "entry", "lock" or "generation" for the keys of a namespace, None for any other."""
-    if entry_re.match(key):
-        return "entry"
-    for suffix, kind in ((b":lock", "lock"), (b":gen", "generation")):
-        if key.endswith(suffix) and entry_re.match(key[: -len(suffix)]):
-            return kind
-    return None
-
-
 async def _purge(
     url: str,
     cluster: bool,
@@ -425,8 +408,6 @@ async def _purge(
     scan: bool,
 ) -> tuple[int, str]:
     """(entries removed or found, how)."""
-    from fastapi_cachemate.core.backends.redis import RedisBackend
-
     backend = RedisBackend.from_url(url, cluster=cluster)
     client = backend.client
     try:
@@ -437,17 +418,17 @@ async def _purge(
         if api and tags and hasattr(backend, "invalidate_tags"):
             removed = int(await backend.invalidate_tags(prefix, *tags))
             return removed, "invalidation API (generations bumped)"
-        scan_prefix = namespace if namespace is not None else prefix
-        entry_re = _entry_re(scan_prefix)
+        scanned = (namespace if namespace is not None else prefix).encode()
         wanted = set(tags)
         count = 0
-        async for batch in _batches(client, _entry_pattern(scan_prefix)):
+        async for batch in _batches(client, layout.namespace_pattern(scanned)):
+            kinds = [(k, layout.classify(scanned, k)) for k in batch]
             if namespace is not None:
                 # entries, their locks and generations; nothing else under the prefix
-                victims = [k for k in batch if _kind(entry_re, k) is not None]
-                count += sum(1 for k in victims if _kind(entry_re, k) == "entry")
+                victims = [k for k, kind in kinds if kind is not None]
+                count += sum(1 for _, kind in kinds if kind is KeyKind.ENTRY)
             else:
-                entries = [k for k in batch if entry_re.match(k)]
+                entries = [k for k, kind in kinds if kind is KeyKind.ENTRY]
                 values = await _get_many(client, entries, cluster)
                 now = time.time()
                 victims = []
@@ -468,8 +449,11 @@ async def _purge(
 
 def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
     url = _require_url(args)
-    if args.namespace is not None and "{" in args.namespace:
-        raise CliError("a namespace (prefix) has no '{' or '}' in it")
+    if args.namespace is not None:
+        try:
+            layout.check_prefix(args.namespace, "--namespace")
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     count, how = asyncio.run(
         _purge(
             url, args.cluster, args.namespace, args.tag or (), args.prefix, args.dry_run, args.scan

@@ -56,11 +56,11 @@ from fastapi_cachemate._lease import (
 from fastapi_cachemate._refresh import RefreshTicket, reenter, refresh_scope
 from fastapi_cachemate._singleflight import SingleFlight
 from fastapi_cachemate._tasks import RefreshTasks
+from fastapi_cachemate.core import layout
 from fastapi_cachemate.core.types import Backend, ComputeTicket, LockManager
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = [
-    "LOCK_SUFFIX",
     "Computed",
     "Flow",
     "Outcome",
@@ -72,7 +72,6 @@ logger = logging.getLogger(__name__)
 #: one record when the backend is lost, one when it is back (per process); DEBUG in between
 _backend_health = _log.BackendHealth(logger)
 
-LOCK_SUFFIX = b":lock"
 #: seconds (of the cache's clock) during which hits start no refresh of a key whose refresh
 #: another process holds, or whose last refresh failed
 REFRESH_HOLD_OFF = 1.0
@@ -439,7 +438,7 @@ class Flow:
         try:
             lease = await try_acquire(
                 self.locks,
-                self.key + LOCK_SUFFIX,
+                layout.lock_key(self.key),
                 ttl_ms,
                 breaker=self.runtime.breaker,
                 call_timeout=settings.backend_timeout,
@@ -570,7 +569,7 @@ class Flow:
         async def fresh() -> Any:
             return usable(await self._fetch())
 
-        lock_key = self.key + LOCK_SUFFIX
+        lock_key = layout.lock_key(self.key)
         take = None
         if self.locks.shares_store(self.backend):
             backend = self.backend

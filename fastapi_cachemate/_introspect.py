@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 # Set (to True) on a dependency whose Request parameter reads nothing that can change a
-# response (``request.app.state.db``): see ``fastapi_cachemate._keyspec.request_unkeyed``.
+# response (``request.app.state.db``): see ``fastapi_cachemate.request_unkeyed``.
 UNKEYED_REQUEST_ATTR = "__cachemate_request_unkeyed__"
 
 
@@ -173,6 +173,27 @@ def _request_names(field: Any, *, convert_underscores: bool = False) -> list[str
         names.extend(_fallback_aliases(field, convert_underscores))
         names.append(field.name)
     return names
+
+
+def request_aliases(fields: Sequence[Any], *, headers: bool = False) -> dict[str, str]:
+    """Python name or alias -> the request key FastAPI reads first, for each field and for
+    each field of a parameter model (``Annotated[Model, Query()]``); what ``invalidate`` and
+    ``keys_for`` send so that the key is the one a request with those values gets."""
+    out: dict[str, str] = {}
+    for field in fields:
+        model = param_model(field)
+        if model is None or _model_fields is None:
+            # a plain header's alias is already converted (analyze_param)
+            preferred = _request_names(field)[0]
+            out[field.name] = out[field.alias] = preferred
+            continue
+        convert = headers and bool(getattr(field.field_info, "convert_underscores", True))
+        for sub in _model_fields(model):
+            sub_convert = headers and bool(getattr(sub.field_info, "convert_underscores", convert))
+            preferred = _request_names(sub, convert_underscores=sub_convert)[0]
+            out.setdefault(sub.name, preferred)
+            out.setdefault(sub.alias, preferred)
+    return out
 
 
 def _extra_policy(model: type[BaseModel]) -> str | None:

@@ -30,10 +30,10 @@ from starlette.requests import Request
 
 from fastapi_cachemate import _introspect
 from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate.core import layout
 
 __all__ = [
     "RouteKeyer",
-    "RouteKeyers",
     "RouteLike",
     "UnkeyableRequestError",
     "check_endpoint",
@@ -197,11 +197,7 @@ class RouteKeyer:
         raw_readers: tuple[str, ...] = (),
         reads_body: bool = False,
     ) -> None:
-        if "{" in prefix or "}" in prefix:
-            raise ValueError(
-                f"key prefix {prefix!r} must not contain '{{' or '}}': keys carry a Redis"
-                " Cluster hash tag after the prefix"
-            )
+        layout.check_prefix(prefix)
         self._mode = mode
         self._scalar = scalar_names
         self._has_query = query_names is None or bool(query_names)
@@ -358,36 +354,3 @@ class RouteKeyer:
             f"RouteKeyer(mode={self._mode}, query={self.query_names}, "
             f"headers={self.header_names}, cookies={self.cookie_names})"
         )
-
-
-class RouteKeyers:
-    """The keyers of one decorated endpoint, one per route that serves it.
-
-    An endpoint can be served by several routes (a router included twice, under two
-    prefixes or with different dependencies), and recent FastAPI's route contexts are
-    dataclasses without a hash: keyers are kept by the route's identity, with a reference
-    to the route so that the identity cannot be reused. Building a keyer twice when two
-    first requests race is harmless (the same keyer results).
-    """
-
-    __slots__ = ("_by_route", "_injected", "_vary")
-
-    def __init__(self, *, vary: Sequence[str] = (), injected: Collection[str] = ()) -> None:
-        parse_vary(vary)  # refuse a bad vary at decoration time
-        self._vary = tuple(vary)
-        self._injected = frozenset(injected)
-        self._by_route: dict[int, tuple[object, RouteKeyer]] = {}
-
-    def get(self, request: Request, *, prefix: str) -> RouteKeyer:
-        """The keyer for this request's route (built on the route's first request).
-
-        Raises TypeError/ValueError as ``check_endpoint`` does when the route (with the
-        dependencies its router and app add) cannot be keyed: answer without the cache.
-        """
-        route = effective_route(request.scope)
-        entry = self._by_route.get(id(route))
-        if entry is not None and entry[0] is route and entry[1].prefix == prefix:
-            return entry[1]
-        keyer = RouteKeyer.for_route(route, prefix=prefix, vary=self._vary, injected=self._injected)
-        self._by_route[id(route)] = (route, keyer)
-        return keyer

@@ -51,6 +51,7 @@ from fastapi_cachemate._flow import Computed, Flow, Shared
 from fastapi_cachemate._http import (
     CACHE_STATUS_HEADER,
     REFUSED_AUTHORIZATION,
+    STATUS_HEADER,
     RouteHTTP,
     StatusTTLs,
     Verdict,
@@ -81,9 +82,8 @@ R = TypeVar("R")
 
 _REQUEST_PARAM = "__dependencies_request__"
 _RESPONSE_PARAM = "__dependencies_response__"
-_STATUS_HEADER = b"x-cache-status"
 _STATUS_VALUES = {status: status.value.encode("ascii") for status in CacheStatuses}
-# X-Cache-Status values beyond the seed's (CacheStatuses is issue 4's: not extended here)
+# X-Cache-Status values beyond the seed's (CacheStatuses keeps the seed's enum as it was)
 _STALE = b"STALE"  # past its ttl, inside stale_while_revalidate: one refresh runs
 _STALE_IF_ERROR = b"STALE_IF_ERROR"  # the endpoint failed: the stale entry stands in
 _COMPRESSION = {
@@ -570,7 +570,7 @@ class _CachedEndpoint:
                 stats.not_stored(metrics.REASON_AUTHORIZATION)
         result = await self.call(args, kwargs)
         added = [
-            (_STATUS_HEADER, _STATUS_VALUES[refused.status]),
+            (STATUS_HEADER, _STATUS_VALUES[refused.status]),
             (CACHE_STATUS_HEADER, refused.cache_status),
         ]
         if not isinstance(result, Response):
@@ -645,7 +645,7 @@ class _CachedEndpoint:
         """This request's own computation, with the HTTP headers of a miss."""
         if computed.rendered is None:  # streaming or file: passed through, never stored
             result = computed.result
-            result.raw_headers.append((_STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
+            result.raw_headers.append((STATUS_HEADER, _STATUS_VALUES[CacheStatuses.CACHE_NOT]))
             result.raw_headers.append((CACHE_STATUS_HEADER, _NOT_BUFFERED.cache_status))
             return result
         rendered: Response = computed.rendered

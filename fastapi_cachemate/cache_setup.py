@@ -35,8 +35,10 @@ from pydantic_settings import BaseSettings
 
 from fastapi_cachemate import metrics
 from fastapi_cachemate._flow import Runtime
+from fastapi_cachemate.core import layout
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.layout import DEFAULT_PREFIX
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import Backend, ByPass, LockManager
@@ -47,7 +49,6 @@ __all__ = ["CacheNotConfiguredError", "CacheSetup", "CloseCallback"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "fastapi_cachemate"
 
 CloseCallback = Callable[[], Awaitable[None]]
 _T = TypeVar("_T")
@@ -87,19 +88,6 @@ class _Config:
         self.extras = extras
         self.runtime = Runtime(settings, in_process=isinstance(backend, MemoryBackend))
         self.closed = False
-
-
-def _validate_prefix(prefix: object) -> str:
-    if not isinstance(prefix, str):
-        raise TypeError(f"CacheSetup.setup(prefix=...) must be a str, got {type(prefix).__name__}")
-    if not prefix:
-        raise ValueError("CacheSetup.setup(prefix=...) must not be empty")
-    if "{" in prefix or "}" in prefix:
-        raise ValueError(
-            f"CacheSetup.setup(prefix={prefix!r}): the prefix must not contain '{{' or '}}': "
-            "keys carry a Redis Cluster hash tag in braces after the prefix"
-        )
-    return prefix
 
 
 def _convert_settings(settings: object) -> BaseCacheSettings:
@@ -151,7 +139,7 @@ class CacheSetup:
         coder_manager and compress_manager are the seed's; accepted for compatibility and
         not used (entries are MessagePack + zstd written by the native core).
         """
-        prefix = _validate_prefix(prefix)
+        prefix = layout.check_prefix(prefix, "CacheSetup.setup(prefix=...)")
         cache_settings = _convert_settings(settings)
         if backend is None:
             backend = MemoryBackend(max_bytes=cache_settings.memory_max_bytes)
@@ -174,6 +162,7 @@ class CacheSetup:
                 "and not used: entries are MessagePack + zstd (see compression_mode)"
             )
         extras = {"coder_manager": coder_manager, "compress_manager": compress_manager}
+        lock_manager.default_lock_ttl = cache_settings.ttl_lock_seconds
         cls._config = _Config(backend, lock_manager, prefix, cache_settings, extras)
         metrics.track_breaker(cls._config.runtime.breaker)  # the breaker gauge reads it
         logger.debug(

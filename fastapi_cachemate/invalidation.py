@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any, ParamSpec, TypeVar, get_args
+from typing import Any, ParamSpec, TypeVar
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -39,7 +39,7 @@ from starlette.routing import Mount, replace_params
 from starlette.types import ASGIApp
 
 from fastapi_cachemate._breaker import DEFAULT_FAILURE_TYPES
-from fastapi_cachemate._introspect import is_subclass
+from fastapi_cachemate._introspect import is_subclass, request_aliases
 from fastapi_cachemate._keyspec import RouteKeyer
 from fastapi_cachemate.cache_setup import CacheSetup
 
@@ -283,9 +283,9 @@ def _request_parts(
         raise TypeError(f"{path_format}: missing path parameter(s) {sorted(missing)}")
     path, _ = replace_params(path_format, convertors, dict(path_values))
     query_fields, header_fields, cookie_fields = _fields(route.dependant)
-    query_alias = _aliases(query_fields)
-    header_alias = _aliases(header_fields)
-    cookie_alias = _aliases(cookie_fields)
+    query_alias = request_aliases(query_fields)
+    header_alias = request_aliases(header_fields, headers=True)
+    cookie_alias = request_aliases(cookie_fields)
     query: list[tuple[str, str]] = []
     hdrs: list[tuple[bytes, bytes]] = [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
@@ -329,26 +329,6 @@ def _fields(dependant: Dependant) -> tuple[list[Any], list[Any], list[Any]]:
         cookie.extend(current.cookie_params)
         pending.extend(current.dependencies)
     return query, header, cookie
-
-
-def _aliases(fields: Sequence[Any]) -> dict[str, str]:
-    """name -> the name a request carries, for both the Python name and the alias; the
-    fields of a parameter model (``Annotated[Model, Query()]``) by their own names too."""
-    out: dict[str, str] = {}
-    for field in fields:
-        alias = getattr(field, "alias", None) or field.name
-        out[field.name] = alias
-        out[alias] = alias
-        annotation = getattr(getattr(field, "field_info", None), "annotation", None)
-        for model in (annotation, *get_args(annotation)):  # Model, or Model | None
-            model_fields = getattr(model, "model_fields", None)
-            if not isinstance(model_fields, dict):
-                continue
-            for sub_name, info in model_fields.items():
-                sub_alias = getattr(info, "alias", None) or sub_name
-                out.setdefault(sub_name, sub_alias)
-                out.setdefault(sub_alias, sub_alias)
-    return out
 
 
 def keys_for(

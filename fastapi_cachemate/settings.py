@@ -7,11 +7,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fastapi_cachemate.core.types import CompressionMode
+from fastapi_cachemate.core.types import MAX_LOCK_TTL_SECONDS, CompressionMode
 
 __all__ = ["DEFAULT_BYPASS_HEADER", "MAX_LOCK_TTL_SECONDS", "BaseCacheSettings"]
 
-MAX_LOCK_TTL_SECONDS: int = 5
 DEFAULT_BYPASS_HEADER: str = "X-BYPASS-CACHE"
 
 

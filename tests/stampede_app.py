@@ -34,8 +34,7 @@ from fastapi import Depends, FastAPI, Request
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from fastapi_cachemate import BaseCacheSettings, CacheSetup
-from fastapi_cachemate._keyspec import request_unkeyed
+from fastapi_cachemate import BaseCacheSettings, CacheSetup, request_unkeyed
 from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.core.backends.redis import RedisBackend
 

@@ -448,3 +448,35 @@ def test_decorators_check_their_templates_at_decoration() -> None:
 
     with pytest.raises(TypeError, match="async def"):
         invalidates(tags=["x"])(lambda: None)  # type: ignore[arg-type, return-value]
+
+
+class ClientHeaders(BaseModel):
+    x_client_id: str
+    x_region: str = "eu"
+
+
+async def test_invalidate_header_models_by_the_header_fastapi_reads(
+    clean_cache_setup: None,
+) -> None:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        CacheSetup.setup(prefix=PREFIX)
+        try:
+            yield
+        finally:
+            await CacheSetup.close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/me")
+    @cache_response(ttl=60)
+    async def me(client: Annotated[ClientHeaders, Header()]) -> dict[str, str]:
+        return {"id": client.x_client_id, "region": client.x_region}
+
+    async with served(app) as client:
+        headers = {"x-client-id": "7", "x-region": "us"}
+        assert (await status(client, "/me", headers=headers))[0] == "MISS"
+        assert (await status(client, "/me", headers=headers))[0] == "HIT"
+        # FastAPI reads x_client_id from the x-client-id header: the same key
+        assert await invalidate(me, x_client_id="7", x_region="us") == 1
+        assert (await status(client, "/me", headers=headers))[0] == "MISS"

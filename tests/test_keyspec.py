@@ -26,9 +26,9 @@ from starlette.requests import Request as StarletteRequest
 
 from fastapi_cachemate._keyspec import (
     RouteKeyer,
-    RouteKeyers,
     UnkeyableRequestError,
     check_endpoint,
+    effective_route,
     parse_vary,
     request_unkeyed,
 )
@@ -961,7 +961,7 @@ async def test_request_unkeyed_dependency_does_not_make_the_route_raw() -> None:
     assert one.key == two.key
 
 
-async def test_route_keyers_one_per_serving_route() -> None:
+async def test_keyer_of_each_serving_route_reads_its_own_dependencies() -> None:
     from fastapi import APIRouter
 
     router = APIRouter()
@@ -979,17 +979,16 @@ async def test_route_keyers_one_per_serving_route() -> None:
     probe = KeyProbe(app)
     x = (await get(probe, "/x/r")).scope
     y = (await get(probe, "/y/r")).scope
-    keyers = RouteKeyers(vary=["Accept-Language"])
-    kx = keyers.get(StarletteRequest(x), prefix="p")
-    ky = keyers.get(StarletteRequest(y), prefix="p")
-    assert kx is keyers.get(StarletteRequest(x), prefix="p")
-    assert kx is not ky
+
+    def keyer(scope: dict[str, Any], prefix: str = "p") -> RouteKeyer:
+        route = effective_route(StarletteRequest(scope).scope)
+        return RouteKeyer.for_route(route, prefix=prefix, vary=["Accept-Language"], injected=())
+
+    kx, ky = keyer(x), keyer(y)
     assert kx.query_names == ("a", "region")
     assert ky.query_names == ("a",)
     assert kx.header_names == ("accept-language",)
-    assert keyers.get(StarletteRequest(x), prefix="q").prefix == "q"
-    with pytest.raises(ValueError, match="vary"):
-        RouteKeyers(vary=["*"])
+    assert keyer(x, prefix="q").prefix == "q"
 
 
 BAD_PATHS = [

@@ -1,11 +1,12 @@
 """The project's static checks, run with the suite so that CI enforces them.
 
 ruff (lint and format), mypy --strict over the package, stubtest of the C extension
-against _native.pyi, and clang-format over csrc/.
+against _native.pyi, clang-format over csrc/, and the direction of the package's imports.
 """
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,23 @@ def test_c_sources_are_formatted() -> None:
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.[ch]"))
     proc = run(clang_format, "--dry-run", "--Werror", *sources)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_core_depends_on_nothing_above_it() -> None:
+    """Backends, locks and the key layout import only each other and the kernels:
+    the request path and the configuration hand them what they need."""
+    allowed = ("fastapi_cachemate.core", "fastapi_cachemate._kernels")
+    for path in sorted((ROOT / "fastapi_cachemate" / "core").rglob("*.py")):
+        ours = {m for m in _imported_modules(path) if m.split(".")[0] == "fastapi_cachemate"}
+        above = {m for m in ours if not m.startswith(allowed)}
+        assert not above, f"{path.relative_to(ROOT)} imports {sorted(above)}"

@@ -18,9 +18,11 @@ import re
 from enum import Enum
 
 __all__ = [
+    "DEFAULT_PREFIX",
     "GENERATION_SUFFIX",
     "LOCK_SUFFIX",
     "KeyKind",
+    "check_prefix",
     "classify",
     "entry_of",
     "generation_key",
@@ -29,6 +31,9 @@ __all__ = [
     "prefix_of",
     "tag_key",
 ]
+
+#: The namespace of ``CacheSetup.setup()`` and of the CLI when none is given.
+DEFAULT_PREFIX = "fastapi_cachemate"
 
 LOCK_SUFFIX = b":lock"
 GENERATION_SUFFIX = b":gen"
@@ -43,6 +48,20 @@ class KeyKind(Enum):
     LOCK = "lock"
     GENERATION = "generation"
     TAG = "tag"
+
+
+def check_prefix(prefix: object, what: str = "a cache prefix") -> str:
+    """The namespace prefix as given, or an error that names what is wrong with it."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"{what} must be a str, got {type(prefix).__name__}")
+    if not prefix:
+        raise ValueError(f"{what} must not be empty")
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(
+            f"{what} ({prefix!r}) must not contain '{{' or '}}': keys carry a Redis "
+            "Cluster hash tag in braces after the prefix"
+        )
+    return prefix
 
 
 def lock_key(key: bytes) -> bytes:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 __all__ = [
     "DEFAULT_GENERATION_TTL_MS",
+    "MAX_LOCK_TTL_SECONDS",
     "Backend",
     "ByPass",
     "CoderManager",
@@ -33,6 +34,10 @@ __all__ = [
 #: (``ComputeTicket.expired``), so the counter's expiry can never let an old computation
 #: write back (docs/keys-and-invalidation.md).
 DEFAULT_GENERATION_TTL_MS = 600_000
+
+#: The seed's lock TTL in seconds (its ``MAX_LOCK_TTL_SECONDS``): the default of
+#: ``ttl_lock_seconds`` and of a lock manager made before any ``CacheSetup.setup()``.
+MAX_LOCK_TTL_SECONDS: int = 5
 
 CompressionMode = Literal["all", "smart", "disabled"]
 
@@ -163,6 +168,10 @@ class Backend(ABC):
 
 
 class LockManager(ABC):
+    #: The seed methods' lock TTL in seconds for a manager made without ``lock_ttl``:
+    #: ``CacheSetup.setup()`` hands down its settings' ``ttl_lock_seconds``.
+    default_lock_ttl: int = MAX_LOCK_TTL_SECONDS
+
     # --- the seed's interface -------------------------------------------------------------
     @abstractmethod
     async def acquire(self, lock_key: str) -> bool:

@@ -16,7 +16,6 @@ stored entry is binary MessagePack.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +28,20 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
 from fastapi_cachemate.core import layout
-from fastapi_cachemate.core.locks import new_token
+from fastapi_cachemate.core.scripts import (
+    ADD_TAG_SCRIPT,
+    ADD_TAG_SHA,
+    BEGIN_SCRIPT,
+    BEGIN_SHA,
+    INVALIDATE_SCRIPT,
+    INVALIDATE_SHA,
+    SCRIPTS,
+    STORE_IF_GENERATION_SCRIPT,
+    STORE_SHA,
+    UNLOCK_SCRIPT,
+    UNLOCK_SHA,
+    new_token,
+)
 from fastapi_cachemate.core.types import DEFAULT_GENERATION_TTL_MS, Backend, ComputeTicket
 
 __all__ = [
@@ -42,79 +54,6 @@ __all__ = [
     "RedisClient",
     "parser_class_of",
 ]
-
-# KEYS: K:gen; ARGV: generation_ttl_ms. The generation a computation begins with (nil: 0);
-# K:gen is created ("0") if absent and lives generation_ttl_ms from now either way: a
-# namespace invalidation's SCAN finds it while the computation runs, lock or no lock.
-BEGIN_SCRIPT = """\
-local generation = redis.call("GET", KEYS[1])
-if generation then
-    redis.call("PEXPIRE", KEYS[1], ARGV[1])
-else
-    redis.call("SET", KEYS[1], "0", "PX", ARGV[1])
-end
-return generation
-"""
-
-# KEYS: K, K:gen; ARGV: value, ttl_ms, generation. SET only if K:gen (nil = 0) still holds
-# the generation the computation began with.
-STORE_IF_GENERATION_SCRIPT = """\
-if (redis.call("GET", KEYS[2]) or "0") ~= ARGV[3] then
-    return 0
-end
-redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-return 1
-"""
-
-# KEYS: the lock; ARGV: token. Delete the lock only if it still holds the token (the
-# RedisLockManager's unlock, here so that a store can release the lock in its round trip).
-UNLOCK_SCRIPT = """\
-if redis.call("get", KEYS[1]) == ARGV[1] then
-    return redis.call("del", KEYS[1])
-end
-return 0
-"""
-
-# KEYS: K1, K1:gen, K2, K2:gen... (one slot on a cluster; at most KEYS_PER_SCRIPT pairs);
-# ARGV: generation_ttl_ms. Per key: bump the generation (so that no computation that began
-# before can store), then drop the entry. The number of entries there were.
-INVALIDATE_SCRIPT = """\
-local removed = 0
-for i = 1, #KEYS, 2 do
-    redis.call("INCR", KEYS[i + 1])
-    redis.call("PEXPIRE", KEYS[i + 1], ARGV[1])
-    removed = removed + redis.call("UNLINK", KEYS[i])
-end
-return removed
-"""
-
-# KEYS: P:tag:{T}; ARGV: K, ttl_ms. Register K; the set lives at least ttl_ms more.
-ADD_TAG_SCRIPT = """\
-redis.call("SADD", KEYS[1], ARGV[1])
-if redis.call("PTTL", KEYS[1]) < tonumber(ARGV[2]) then
-    redis.call("PEXPIRE", KEYS[1], ARGV[2])
-end
-return 1
-"""
-
-_SCRIPTS = (
-    BEGIN_SCRIPT,
-    STORE_IF_GENERATION_SCRIPT,
-    UNLOCK_SCRIPT,
-    INVALIDATE_SCRIPT,
-    ADD_TAG_SCRIPT,
-)
-
-
-def _sha(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()
-
-
-_BEGIN_SHA = _sha(BEGIN_SCRIPT)
-_STORE_SHA = _sha(STORE_IF_GENERATION_SCRIPT)
-_UNLOCK_SHA = _sha(UNLOCK_SCRIPT)
-_INVALIDATE_SHA = _sha(INVALIDATE_SCRIPT)
-_ADD_TAG_SHA = _sha(ADD_TAG_SCRIPT)
 
 #: Bounds of every bulk operation: keys per SCAN / SSCAN call (a COUNT hint), keys per
 #: invalidation script call (0.1 to 0.4 ms of server time), keys per pipeline round trip.
@@ -256,7 +195,7 @@ class RedisBackend(Backend):
 
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD of every script (on every primary of a cluster)."""
-        for script in _SCRIPTS:
+        for script in SCRIPTS:
             await self._client.script_load(script)
 
     async def _evalsha(self, sha: str, keys: Sequence[bytes], *args: Any) -> Any:
@@ -297,15 +236,15 @@ class RedisBackend(Backend):
         ttl = self.generation_ttl_ms
 
         def build(pipe: Any) -> None:
-            pipe.execute_command("EVALSHA", _BEGIN_SHA, 1, gen_key, ttl)
+            pipe.execute_command("EVALSHA", BEGIN_SHA, 1, gen_key, ttl)
             for tag_key in tag_keys:
-                pipe.execute_command("EVALSHA", _ADD_TAG_SHA, 1, tag_key, key, tags_ttl_ms)
+                pipe.execute_command("EVALSHA", ADD_TAG_SHA, 1, tag_key, key, tags_ttl_ms)
 
         if tag_keys:
             replies = await self._pipeline(build)
             raw = replies[0]
         else:
-            raw = await self._evalsha(_BEGIN_SHA, (gen_key,), ttl)
+            raw = await self._evalsha(BEGIN_SHA, (gen_key,), ttl)
         return ComputeTicket(key, 0 if raw is None else int(raw), started)
 
     async def store_if_generation(self, ticket: ComputeTicket, value: bytes, ttl_ms: int) -> bool:
@@ -321,7 +260,7 @@ class RedisBackend(Backend):
             return False
         key = ticket.key
         stored = await self._evalsha(
-            _STORE_SHA, (key, layout.generation_key(key)), value, ttl_ms, ticket.generation
+            STORE_SHA, (key, layout.generation_key(key)), value, ttl_ms, ticket.generation
         )
         return bool(stored == 1)
 
@@ -363,8 +302,8 @@ class RedisBackend(Backend):
             elif not too_old:
                 gen_key = layout.generation_key(key)
                 args = (value, ttl_ms, ticket.generation)
-                pipe.execute_command("EVALSHA", _STORE_SHA, 2, key, gen_key, *args)
-            pipe.execute_command("EVALSHA", _UNLOCK_SHA, 1, lock_key, token)
+                pipe.execute_command("EVALSHA", STORE_SHA, 2, key, gen_key, *args)
+            pipe.execute_command("EVALSHA", UNLOCK_SHA, 1, lock_key, token)
 
         if too_old:
             logger.info("RedisBackend: computation of %r too old to be stored", key)
@@ -384,7 +323,7 @@ class RedisBackend(Backend):
 
         def build(pipe: Any) -> None:
             for tag_key in tag_keys:
-                pipe.execute_command("EVALSHA", _ADD_TAG_SHA, 1, tag_key, key, ttl_ms)
+                pipe.execute_command("EVALSHA", ADD_TAG_SHA, 1, tag_key, key, ttl_ms)
 
         await self._pipeline(build)
 
@@ -414,7 +353,7 @@ class RedisBackend(Backend):
             def build(pipe: Any, groups: list[list[bytes]] = groups) -> None:
                 for group in groups:
                     pairs = [k for key in group for k in (key, layout.generation_key(key))]
-                    pipe.execute_command("EVALSHA", _INVALIDATE_SHA, len(pairs), *pairs, ttl)
+                    pipe.execute_command("EVALSHA", INVALIDATE_SHA, len(pairs), *pairs, ttl)
 
             removed += sum(int(reply) for reply in await self._pipeline(build))
         return removed

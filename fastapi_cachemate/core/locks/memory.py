@@ -19,12 +19,8 @@ import uuid
 from collections.abc import Callable
 
 from fastapi_cachemate.core.backends.memory import MemoryBackend
-from fastapi_cachemate.core.locks import (
-    check_lock_ttl,
-    check_ttl_ms,
-    configured_lock_ttl,
-    new_token,
-)
+from fastapi_cachemate.core.locks import check_lock_ttl, check_ttl_ms
+from fastapi_cachemate.core.scripts import new_token
 from fastapi_cachemate.core.types import LockManager
 
 __all__ = ["MemoryLockManager"]
@@ -57,7 +53,7 @@ class MemoryLockManager(LockManager):
     @property
     def lock_ttl(self) -> int:
         """The seed methods' lock TTL in seconds."""
-        return configured_lock_ttl(self._lock_ttl)
+        return self._lock_ttl or self.default_lock_ttl
 
     def __len__(self) -> int:
         """Locks in the table (expired ones not yet dropped included)."""

@@ -19,26 +19,14 @@ import uuid
 
 from redis import exceptions as redis_exceptions
 
-from fastapi_cachemate.core.backends.redis import UNLOCK_SCRIPT, RedisBackend
-from fastapi_cachemate.core.locks import (
-    check_lock_ttl,
-    check_ttl_ms,
-    configured_lock_ttl,
-    new_token,
-)
+from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.locks import check_lock_ttl, check_ttl_ms
+from fastapi_cachemate.core.scripts import EXTEND_SCRIPT, UNLOCK_SCRIPT, new_token
 from fastapi_cachemate.core.types import Backend, LockManager
 
 __all__ = ["EXTEND_SCRIPT", "UNLOCK_SCRIPT", "RedisLockManager"]
 
 logger = logging.getLogger(__name__)
-
-
-EXTEND_SCRIPT = """\
-if redis.call("get", KEYS[1]) == ARGV[1] then
-    return redis.call("pexpire", KEYS[1], ARGV[2])
-end
-return 0
-"""
 
 _SEED_ERRORS = (redis_exceptions.RedisError, OSError, TimeoutError)
 
@@ -62,7 +50,7 @@ class RedisLockManager(LockManager):
     @property
     def lock_ttl(self) -> int:
         """The seed methods' lock TTL in seconds (resolved now: settings may change)."""
-        return configured_lock_ttl(self._lock_ttl)
+        return self._lock_ttl or self.default_lock_ttl
 
     # --- the seed's interface -------------------------------------------------------------
     async def acquire(self, lock_key: str) -> bool:
