@@ -1,6 +1,6 @@
 """fastapi-cachemate: a response cache for FastAPI with a C hot path."""
 
-from fastapi_cachemate._keyspec import request_unkeyed
+from fastapi_cachemate._route.keyer import request_unkeyed
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.settings import MAX_LOCK_TTL_SECONDS, BaseCacheSettings
 

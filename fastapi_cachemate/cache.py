@@ -7,7 +7,7 @@ them), and wraps the endpoint in one pipeline per request::
     policy -> key -> lookup -> decode -> hit  -> Response from the stored bytes
                                       -> miss -> call -> render -> store -> Response
 
-- policy (``_policy.refusal``, then ``_http.RouteHTTP.refuse``): BYPASS / NO_CACHE
+- policy (``rules.refusal``, then ``http.RouteHTTP.refuse``): BYPASS / NO_CACHE
   requests call the endpoint and say why in X-Cache-Status and Cache-Status;
 - key: the route's ``RouteKeyer`` (built once per route from FastAPI's dependant tree)
   gives the key and an 8-byte fingerprint of what identifies the response;
@@ -15,12 +15,12 @@ them), and wraps the endpoint in one pipeline per request::
 - decode: ``kernels.read_entry`` with the fingerprint; malformed, foreign or expired bytes
   are a miss, and the store that follows overwrites them;
 - hit: the stored status, headers and body, sent as they are (no validation, no JSON),
-  with the HTTP headers of ``_http.RouteHTTP.hit`` (Age, max-age, Cache-Status; a 304);
+  with the HTTP headers of ``http.RouteHTTP.hit`` (Age, max-age, Cache-Status; a 304);
 - miss: the endpoint (a plain ``def`` in the threadpool, as FastAPI does), rendered as
-  FastAPI would (``_render``), stored through ``kernels.write_entry`` unless it must not
-  be (``_http.RouteHTTP.verdict``: statuses, Set-Cookie, no-store/private, Vary: *, ...).
+  FastAPI would (``render``), stored through ``kernels.write_entry`` unless it must not
+  be (``http.RouteHTTP.verdict``: statuses, Set-Cookie, no-store/private, Vary: *, ...).
 
-On a route whose dependencies have no effects (``_hitfirst.blocker``), the route's ASGI app
+On a route whose dependencies have no effects (``hitfirst.blocker``), the route's ASGI app
 is wrapped so that ``answer_first`` (policy, key, lookup, decode, hit: the same steps) runs
 before FastAPI validates anything; a fresh hit is sent from there, and anything else goes on
 to FastAPI and to ``respond``, which reuses that lookup instead of fetching again.
@@ -46,9 +46,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastapi_cachemate import _hitfirst, _log, metrics
-from fastapi_cachemate._flow import Computed, Flow, Shared
-from fastapi_cachemate._http import (
+from fastapi_cachemate import _log, metrics
+from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate._request.http import (
     CACHE_STATUS_HEADER,
     REFUSED_AUTHORIZATION,
     STATUS_HEADER,
@@ -56,13 +56,14 @@ from fastapi_cachemate._http import (
     StatusTTLs,
     Verdict,
 )
-from fastapi_cachemate._introspect import is_subclass
-from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._keyspec import RouteKeyer, check_endpoint, effective_route, parse_vary
-from fastapi_cachemate._policy import CacheStatuses, Refusal, is_bypass, refusal
-from fastapi_cachemate._refresh import RefreshTicket, refresh_ticket
-from fastapi_cachemate._render import RouteRenderer, merge_returned, without_headers
-from fastapi_cachemate._response import raw_response
+from fastapi_cachemate._request.response import raw_response
+from fastapi_cachemate._request.rules import CacheStatuses, Refusal, is_bypass, refusal
+from fastapi_cachemate._route import hitfirst
+from fastapi_cachemate._route.introspect import is_subclass
+from fastapi_cachemate._route.keyer import RouteKeyer, check_endpoint, effective_route, parse_vary
+from fastapi_cachemate._route.render import RouteRenderer, merge_returned, without_headers
+from fastapi_cachemate._runtime.flow import Computed, Flow, Shared
+from fastapi_cachemate._runtime.refresh import RefreshTicket, refresh_ticket
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.types import Backend, ComputeTicket
 from fastapi_cachemate.invalidation import (
@@ -316,7 +317,7 @@ class _Plan(NamedTuple):
     renderer: RouteRenderer
     stats: metrics.EndpointStats  # the route's counters (metrics.endpoint_name)
     http: RouteHTTP | None  # None when keyer is None
-    hit_first: bool  # hits are answered before FastAPI's handler (_hitfirst)
+    hit_first: bool  # hits are answered before FastAPI's handler (hitfirst)
 
 
 class _Slot(NamedTuple):
@@ -421,7 +422,7 @@ class _CachedEndpoint:
         )
 
     async def answer_first(self, request: Request) -> Response | None:
-        """The hit-first path (``_hitfirst``), before FastAPI's handler: the response of a
+        """The hit-first path (``hitfirst``), before FastAPI's handler: the response of a
         fresh hit, or None after leaving the lookup in the scope for ``respond``.
 
         The same steps as ``respond``; anything it does not answer here (refused,
@@ -430,7 +431,7 @@ class _CachedEndpoint:
         if not CacheSetup.is_configured():
             return None
         plan = self._plan(request)
-        if plan is None or not plan.hit_first or _hitfirst.overridden(plan.route):
+        if plan is None or not plan.hit_first or hitfirst.overridden(plan.route):
             return None
         settings = CacheSetup.settings()
         if (
@@ -449,7 +450,7 @@ class _CachedEndpoint:
             hit = self._fresh_hit(plan.http, slot, flow, entry, request, _NO_HEADERS)
             if hit is not None:
                 return hit
-        request.scope[_hitfirst.LOOKUP_SCOPE_KEY] = lookup
+        request.scope[hitfirst.LOOKUP_SCOPE_KEY] = lookup
         return None
 
     def _refusal(
@@ -522,12 +523,12 @@ class _CachedEndpoint:
             plan = _Plan(route, prefix, keyer, RouteRenderer(route), stats, http, hit_first)
             self._plans[id(route)] = plan
             register_app(request.app)  # invalidate(endpoint, ...) finds its routes there
-        if plan.hit_first and not _hitfirst.installed(route):
-            _hitfirst.install(route, self.answer_first)  # on first use, or FastAPI rebuilt it
+        if plan.hit_first and not hitfirst.installed(route):
+            hitfirst.install(route, self.answer_first)  # on first use, or FastAPI rebuilt it
         return plan
 
     def _hit_first(self, route: Any) -> bool:
-        blocker = _hitfirst.blocker(route.dependant)
+        blocker = hitfirst.blocker(route.dependant)
         if blocker is not None:
             logger.debug(
                 "cache_response: hits of %s (%s) run FastAPI's handler: %s",
@@ -772,15 +773,15 @@ def _log_unconfigured() -> None:
         )
 
 
-async def _lookup(slot: _Slot, flow: Flow, scope: MutableMapping[str, Any]) -> _hitfirst.Lookup:
+async def _lookup(slot: _Slot, flow: Flow, scope: MutableMapping[str, Any]) -> hitfirst.Lookup:
     """The backend's entry at the slot's key: the hit-first path's lookup when it made one
     for this key (one backend call per request), else a fetch."""
-    earlier = scope.pop(_hitfirst.LOOKUP_SCOPE_KEY, None)
-    if isinstance(earlier, _hitfirst.Lookup) and earlier.key == slot.key:
+    earlier = scope.pop(hitfirst.LOOKUP_SCOPE_KEY, None)
+    if isinstance(earlier, hitfirst.Lookup) and earlier.key == slot.key:
         flow.down = earlier.down
         return earlier
     raw = await flow.fetch()
-    return _hitfirst.Lookup(slot.key, raw is None, flow.decode(raw, slot.fingerprint), flow.down)
+    return hitfirst.Lookup(slot.key, raw is None, flow.decode(raw, slot.fingerprint), flow.down)
 
 
 def _key(keyer: RouteKeyer, request: Request) -> tuple[bytes, bytes] | None:

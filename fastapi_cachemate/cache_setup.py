@@ -34,7 +34,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic_settings import BaseSettings
 
 from fastapi_cachemate import metrics
-from fastapi_cachemate._flow import Runtime
+from fastapi_cachemate._runtime.flow import Runtime
 from fastapi_cachemate.core import layout
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend

@@ -38,9 +38,9 @@ from starlette.responses import Response
 from starlette.routing import Mount, replace_params
 from starlette.types import ASGIApp
 
-from fastapi_cachemate._breaker import DEFAULT_FAILURE_TYPES
-from fastapi_cachemate._introspect import is_subclass, request_aliases
-from fastapi_cachemate._keyspec import RouteKeyer
+from fastapi_cachemate._route.introspect import is_subclass, request_aliases
+from fastapi_cachemate._route.keyer import RouteKeyer
+from fastapi_cachemate._runtime.breaker import DEFAULT_FAILURE_TYPES
 from fastapi_cachemate.cache_setup import CacheSetup
 
 __all__ = [

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from fastapi_cachemate._breaker import (
+from fastapi_cachemate._runtime.breaker import (
     BackendUnavailable,
     BreakerState,
     BreakerStats,
@@ -22,7 +22,7 @@ from fastapi_cachemate._breaker import (
 )
 from tests.servers import RedisServer
 
-LOGGER = "fastapi_cachemate._breaker"
+LOGGER = "fastapi_cachemate._runtime.breaker"
 
 
 class FakeClock:

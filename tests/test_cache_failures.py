@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 
 from fastapi_cachemate import cache as cache_module
 from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._keyspec import RouteKeyer
+from fastapi_cachemate._route.keyer import RouteKeyer
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.settings import BaseCacheSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fastapi_cachemate._policy import cache_control_directives
+from fastapi_cachemate._request.rules import cache_control_directives
 from tests.apps import served
 from tests.fixtures_cache import (  # noqa: F401 - fixtures
     AppFactory,

@@ -14,7 +14,7 @@ import asyncio
 import pytest
 
 from fastapi_cachemate import BaseCacheSettings, metrics
-from fastapi_cachemate._flow import Flow, Runtime
+from fastapi_cachemate._runtime.flow import Flow, Runtime
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 

@@ -1,4 +1,5 @@
-"""The hit-first path (fastapi_cachemate/_hitfirst.py): hits answered before FastAPI's handler.
+"""The hit-first path (fastapi_cachemate/_route/hitfirst.py): hits answered before FastAPI's
+handler.
 
 On a route whose dependencies are only parameters and filter classes, a hit is answered
 before FastAPI validates the parameters and solves the dependencies. These tests pin down
@@ -26,7 +27,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from fastapi_cachemate import BaseCacheSettings, CacheSetup
-from fastapi_cachemate._hitfirst import HitFirstApp, blocker
+from fastapi_cachemate._route.hitfirst import HitFirstApp, blocker
 from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.types import Backend

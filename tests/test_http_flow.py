@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from fastapi_cachemate import CacheSetup, metrics
-from fastapi_cachemate._singleflight import SingleFlight
+from fastapi_cachemate._runtime.singleflight import SingleFlight
 from tests.apps import served
 from tests.apps_http import HttpApp, http_app_fixture  # noqa: F401
 from tests.fixtures_cache import backend_kind_fixture  # noqa: F401

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastapi_cachemate import CacheSetup
-from fastapi_cachemate._http import RouteHTTP, StatusTTLs, etag_matches, freshness
 from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._keyspec import RouteKeyer
+from fastapi_cachemate._request.http import RouteHTTP, StatusTTLs, etag_matches, freshness
+from fastapi_cachemate._route.keyer import RouteKeyer
 from tests.apps import served
 from tests.apps_http import HttpApp, asgi_call, http_app_fixture  # noqa: F401
 from tests.fixtures_cache import backend_kind_fixture  # noqa: F401

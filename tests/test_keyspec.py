@@ -24,7 +24,7 @@ from fastapi.security import (
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
 
-from fastapi_cachemate._keyspec import (
+from fastapi_cachemate._route.keyer import (
     RouteKeyer,
     UnkeyableRequestError,
     check_endpoint,
@@ -821,9 +821,9 @@ def test_a_malformed_scope_raises_the_one_documented_error(
 
 
 def test_key_kernels_fixture_swaps_the_builder(request: pytest.FixtureRequest) -> None:
-    from fastapi_cachemate import _keyspec
+    from fastapi_cachemate._route import keyer
 
-    assert _keyspec.kernels is request.getfixturevalue("key_kernels")
+    assert keyer.kernels is request.getfixturevalue("key_kernels")
 
 
 # --- through a real HTTP client --------------------------------------------------------------

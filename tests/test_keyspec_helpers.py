@@ -22,8 +22,9 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.types import Message, Scope
 
-from fastapi_cachemate import _keyspec, _native, _pure
-from fastapi_cachemate._keyspec import RouteKeyer, RouteLike, effective_route
+from fastapi_cachemate import _native, _pure
+from fastapi_cachemate._route import keyer as keyer_module
+from fastapi_cachemate._route.keyer import RouteKeyer, RouteLike, effective_route
 
 PATH_SAFE = "/:@!$&'()*+,;=~"
 
@@ -32,7 +33,7 @@ PATH_SAFE = "/:@!$&'()*+,;=~"
 def key_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """Run a test with the C key builder and with its pure-Python twin."""
     module: ModuleType = request.param
-    monkeypatch.setattr(_keyspec, "kernels", module)
+    monkeypatch.setattr(keyer_module, "kernels", module)
     return module
 
 

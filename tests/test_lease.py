@@ -22,8 +22,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from fastapi_cachemate._breaker import BackendUnavailable, CircuitBreaker
-from fastapi_cachemate._lease import (
+from fastapi_cachemate._runtime.breaker import BackendUnavailable, CircuitBreaker
+from fastapi_cachemate._runtime.lease import (
     Backoff,
     Found,
     Lease,
@@ -32,14 +32,14 @@ from fastapi_cachemate._lease import (
     lock_ttl_ms,
     try_acquire,
 )
-from fastapi_cachemate._singleflight import SingleFlight
+from fastapi_cachemate._runtime.singleflight import SingleFlight
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import LockManager
 from tests.servers import RedisServer
 
-LOGGER = "fastapi_cachemate._lease"
+LOGGER = "fastapi_cachemate._runtime.lease"
 SAFETY = 60.0  # seconds: only turns a hang into a failure, never reached when things work
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -559,7 +559,7 @@ async def test_redis_waiters_in_other_clients_see_the_stored_value(
 HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
-from fastapi_cachemate._lease import Lease, acquire_or_wait
+from fastapi_cachemate._runtime.lease import Lease, acquire_or_wait
 from tests.test_lease import CountingRedisLocks
 
 async def main() -> None:

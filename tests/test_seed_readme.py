@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
 
-from fastapi_cachemate._keyspec import RouteKeyer
+from fastapi_cachemate._route.keyer import RouteKeyer
 from tests.apps import served
 from tests.servers import RedisServer
 

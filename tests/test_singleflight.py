@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fastapi_cachemate._singleflight import SingleFlight
+from fastapi_cachemate._runtime.singleflight import SingleFlight
 
 
 class Gate:

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from fastapi_cachemate import BaseCacheSettings, CacheSetup
-from fastapi_cachemate._breaker import BreakerState
+from fastapi_cachemate._runtime.breaker import BreakerState
 from tests.servers import RedisServer
 from tests.stampede_app import TTL, build_app, served
 

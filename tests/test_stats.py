@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from fastapi_cachemate import CacheSetup, metrics
-from fastapi_cachemate._breaker import BackendUnavailable, CircuitBreaker
+from fastapi_cachemate._runtime.breaker import BackendUnavailable, CircuitBreaker
 
 
 @pytest.fixture(autouse=True)

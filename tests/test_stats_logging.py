@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from fastapi_cachemate import _flow as flow_module
 from fastapi_cachemate import _log
+from fastapi_cachemate._runtime import flow as flow_module
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.settings import BaseCacheSettings
@@ -27,7 +27,7 @@ from tests.fixtures_cache import (  # noqa: F401 - fixtures
 )
 from tests.servers import RedisServer
 
-LOGGER = "fastapi_cachemate._flow"  # the request path's backend calls (issue 5)
+LOGGER = "fastapi_cachemate._runtime.flow"  # the request path's backend calls (issue 5)
 
 
 @pytest.fixture(autouse=True)

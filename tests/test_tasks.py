@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from fastapi_cachemate._tasks import RefreshTasks, RefreshTaskStats
+from fastapi_cachemate._runtime.tasks import RefreshTasks, RefreshTaskStats
 
-LOGGER = "fastapi_cachemate._tasks"
+LOGGER = "fastapi_cachemate._runtime.tasks"
 
 
 class Job:

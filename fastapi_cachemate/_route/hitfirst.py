@@ -9,7 +9,7 @@ a stale entry, a refusal) goes on to FastAPI's handler exactly as before.
 
 Why skipping the dependencies is safe there (:func:`blocker` says when it is not):
 
-- the key holds every request value the route reads (``_introspect``): two requests with
+- the key holds every request value the route reads (``introspect``): two requests with
   one key present the same values to FastAPI's validation, and an entry exists only if
   such a request once passed it (a 422 is never stored), so a hit is what validation would
   have let through;
@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastapi_cachemate._introspect import param_model
+from fastapi_cachemate._route.introspect import param_model
 
 __all__ = [
     "LOOKUP_SCOPE_KEY",

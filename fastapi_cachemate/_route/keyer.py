@@ -1,6 +1,6 @@
 """Cache keys: what identifies a response of one route, prepared once, built per request.
 
-``RouteKeyer.for_route`` walks FastAPI's dependant tree of the route once (``_introspect``)
+``RouteKeyer.for_route`` walks FastAPI's dependant tree of the route once (``introspect``)
 and prepares a native ``KeySpec``; ``RouteKeyer.key`` then takes the few request parts that
 the route can see (method, path, query items, the scope's headers, cookies when needed) and
 lets the native ``build_key`` encode and hash them. docs/keys.md says what enters a key and why.
@@ -28,8 +28,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 
-from fastapi_cachemate import _introspect
 from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate._route import introspect
 from fastapi_cachemate.core import layout
 
 __all__ = [
@@ -55,7 +55,7 @@ def request_unkeyed(dependency: _F) -> _F:
     item, the raw path and Host in the key). Marking it is a promise: it reads no query
     item, header, cookie or path through that Request.
     """
-    setattr(dependency, _introspect.UNKEYED_REQUEST_ATTR, True)
+    setattr(dependency, introspect.UNKEYED_REQUEST_ATTR, True)
     return dependency
 
 
@@ -115,7 +115,7 @@ def check_endpoint(func: Any) -> None:
     (no ``__init__`` of its own), header or cookie models with ``extra="allow"``.
     FastAPI's own errors for invalid declarations propagate unchanged.
     """
-    _introspect.check_endpoint(func)
+    introspect.check_endpoint(func)
 
 
 def parse_vary(vary: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -241,12 +241,12 @@ class RouteKeyer:
         dependant = route.dependant
         if dependant is None:
             raise ValueError(f"route {route.path!r} has no dependant: not a FastAPI route")
-        name = _introspect.describe_endpoint(endpoint)
+        name = introspect.describe_endpoint(endpoint)
         provider = getattr(route, "dependency_overrides_provider", None)
-        plan = _introspect.plan_for_dependant(
+        plan = introspect.plan_for_dependant(
             dependant,
             endpoint_name=name,
-            top_level_readers=_introspect.own_raw_readers(endpoint, frozenset(injected)),
+            top_level_readers=introspect.own_raw_readers(endpoint, frozenset(injected)),
             overrides=getattr(provider, "dependency_overrides", None),
         )
         vary_headers, vary_cookies = parse_vary(vary)

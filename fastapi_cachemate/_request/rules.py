@@ -10,7 +10,7 @@ or a ``Refusal`` that says why not, in both status headers:
 - NO_CACHE, ``fwd=request``: the client said so (``Cache-Control: no-cache`` or
   ``no-store``) and the ``client_cache_control`` setting is ``"bypass"`` (the seed's
   behaviour). With ``"ignore"`` client directives are ignored; with ``"revalidate"`` they
-  do not refuse the cache here: ``client_max_age()`` tells the hit path (``_http``) to
+  do not refuse the cache here: ``client_max_age()`` tells the hit path (``http``) to
   refresh an entry that is older than the client accepts.
 
 The order is the seed's: server decisions first, then the method and the client's.

@@ -21,7 +21,7 @@ Per request, one :class:`Flow`:
   unavailable backend computes without storing;
 - a hit (:meth:`Flow.on_hit`): when ``refresh_due`` (or ``xfetch_due``) says so, ONE
   background refresh: deduplicated per key in the process (``RefreshTasks``) and across
-  processes by a non-waiting ``try_acquire`` of the lock; see ``_refresh.py`` for how it
+  processes by a non-waiting ``try_acquire`` of the lock; see ``_runtime/refresh.py`` for how it
   gets fresh dependencies (it re-enters the app through ASGI);
 - stale entries: inside ``stale_while_revalidate`` past the TTL the entry is served
   (``STALE``) while one refresher recomputes; inside ``stale_if_error`` it is kept as the
@@ -43,9 +43,9 @@ from typing import Any, Literal, NamedTuple
 from starlette.exceptions import HTTPException
 
 from fastapi_cachemate import _log, metrics
-from fastapi_cachemate._breaker import BackendUnavailable, CircuitBreaker
 from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._lease import (
+from fastapi_cachemate._runtime.breaker import BackendUnavailable, CircuitBreaker
+from fastapi_cachemate._runtime.lease import (
     Found,
     Lease,
     NoLease,
@@ -53,9 +53,9 @@ from fastapi_cachemate._lease import (
     lock_ttl_ms,
     try_acquire,
 )
-from fastapi_cachemate._refresh import RefreshTicket, reenter, refresh_scope
-from fastapi_cachemate._singleflight import SingleFlight
-from fastapi_cachemate._tasks import RefreshTasks
+from fastapi_cachemate._runtime.refresh import RefreshTicket, reenter, refresh_scope
+from fastapi_cachemate._runtime.singleflight import SingleFlight
+from fastapi_cachemate._runtime.tasks import RefreshTasks
 from fastapi_cachemate.core import layout
 from fastapi_cachemate.core.types import Backend, ComputeTicket, LockManager
 from fastapi_cachemate.settings import BaseCacheSettings
@@ -407,7 +407,7 @@ class Flow:
     def spawn_refresh(self, entry: Any, scope: MutableMapping[str, Any]) -> bool:
         """Start the background refresh of this key (at most one per key and process).
 
-        The task re-enters the app with a copy of this request's scope (see ``_refresh``):
+        The task re-enters the app with a copy of this request's scope (see ``refresh``):
         it captures no object of this request. False when refused (running, limit, closed).
         """
         app = scope.get("app")

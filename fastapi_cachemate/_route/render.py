@@ -25,7 +25,7 @@ from fastapi.routing import serialize_response
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.responses import Response
 
-from fastapi_cachemate._response import raw_response
+from fastapi_cachemate._request.response import raw_response
 
 __all__ = ["RenderedRoute", "RouteRenderer", "merge_returned", "without_headers"]
 

@@ -38,8 +38,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._keyspec import RouteKeyer
-from fastapi_cachemate._policy import (
+from fastapi_cachemate._request.response import raw_response
+from fastapi_cachemate._request.rules import (
     CACHE_NAME,
     CacheStatuses,
     Refusal,
@@ -48,7 +48,7 @@ from fastapi_cachemate._policy import (
     header_refusal,
     vary_names,
 )
-from fastapi_cachemate._response import raw_response
+from fastapi_cachemate._route.keyer import RouteKeyer
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = [

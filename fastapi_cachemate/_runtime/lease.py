@@ -1,8 +1,8 @@
 """The cross-process half of "one computation per key": a lease on the backend lock.
 
-In one process, :class:`~fastapi_cachemate._singleflight.SingleFlight` lets one caller per key
-through; that caller then uses this module so that one *process* computes while the others
-wait for the stored entry.
+In one process, :class:`~fastapi_cachemate._runtime.singleflight.SingleFlight` lets one caller
+per key through; that caller then uses this module so that one *process* computes while
+the others wait for the stored entry.
 
 Contract
 --------
@@ -30,7 +30,7 @@ Contract
   (the last delay is clipped to it, then one last poll) -> ``NoLease("timeout")``. A waiter
   can only recover a dead holder's lock if ``wait_timeout`` is at least that lock's TTL.
 * Backend errors fail open, they are never raised: a backend error in ``try_lock`` or in ``fetch``
-  (:class:`~fastapi_cachemate._breaker.BackendUnavailable`, ``RedisError``, ``OSError``,
+  (:class:`~fastapi_cachemate._runtime.breaker.BackendUnavailable`, ``RedisError``, ``OSError``,
   ``asyncio.TimeoutError``) -> ``NoLease("unavailable", error=...)``. Anything else (a bug)
   propagates. ``fetch`` is the caller's: route it through the breaker yourself, and make it
   return None for a miss *and* for undecodable bytes.
@@ -74,7 +74,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Generic, Literal, TypeVar
 
-from fastapi_cachemate._breaker import (
+from fastapi_cachemate._runtime.breaker import (
     DEFAULT_FAILURE_TYPES,
     BackendUnavailable,
     CircuitBreaker,
