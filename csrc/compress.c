@@ -411,7 +411,7 @@ py_compress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             PyObject *kwnames)
 {
     PyObject *opt = NULL, *out = NULL;
-    Py_buffer view = {0};
+    cm_input in;
     int level = ZSTD_CLEVEL_DEFAULT;
     if (parse_data_and_option("compress", "level", args, nargs, kwnames,
                               &opt) < 0) {
@@ -431,12 +431,12 @@ py_compress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         }
         level = (int)v;
     }
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    if (cm_input_get(args[0], &in) < 0) {
         return NULL;
     }
-    out = cm_zstd_compress(cm_get_state(module), view.buf, (size_t)view.len,
-                           level);
-    PyBuffer_Release(&view);
+    out =
+        cm_zstd_compress(cm_get_state(module), in.data, (size_t)in.len, level);
+    cm_input_release(&in);
     return out;
 }
 
@@ -445,7 +445,7 @@ py_decompress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames)
 {
     PyObject *opt = NULL, *out = NULL;
-    Py_buffer view = {0};
+    cm_input in;
     Py_ssize_t max_size = 64 * 1024 * 1024;
     if (parse_data_and_option("decompress", "max_size", args, nargs, kwnames,
                               &opt) < 0) {
@@ -462,12 +462,12 @@ py_decompress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    if (cm_input_get(args[0], &in) < 0) {
         return NULL;
     }
-    out = cm_zstd_decompress(cm_get_state(module), view.buf, (size_t)view.len,
+    out = cm_zstd_decompress(cm_get_state(module), in.data, (size_t)in.len,
                              (size_t)max_size);
-    PyBuffer_Release(&view);
+    cm_input_release(&in);
     return out;
 }
 

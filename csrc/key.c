@@ -387,7 +387,11 @@ encode_cookies(kbuf *b, KeySpecObject *spec, PyObject *cookies)
 }
 
 /* Parses (spec, method, path, query, headers[, cookies]) and writes the
- * material into b. */
+ * material into b. The query and header items stay borrowed from their
+ * sequences: from PySequence_Fast to the end of encode_headers nothing runs
+ * Python code (UTF-8 of str, copies into b). The cookies, which may run
+ * Python code (__hash__ / __eq__ of names, a mapping's __getitem__), come
+ * last and hold what they read. */
 static KeySpecObject *
 encode_material(PyObject *module, kbuf *b, const char *fname,
                 PyObject *const *args, Py_ssize_t nargs)
