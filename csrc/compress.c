@@ -160,7 +160,8 @@ cm_zstd_compress(cm_state *st, const void *src, size_t n, int level)
     char *dst = PyBytes_AS_STRING(out);
     size_t got;
     if (n >= CM_ZSTD_NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS got = ZSTD_compress2(cctx, dst, bound, src, n);
+        Py_BEGIN_ALLOW_THREADS
+        got = ZSTD_compress2(cctx, dst, bound, src, n);
         Py_END_ALLOW_THREADS
     }
     else {
@@ -225,7 +226,8 @@ decompress_stream(cm_state *st, ZSTD_DCtx *dctx, const void *src, size_t n,
     ZSTD_outBuffer ob = {PyBytes_AS_STRING(out), cap, 0};
     for (;;) {
         if (ob.size - ob.pos >= CM_ZSTD_NOGIL_BYTES) {
-            Py_BEGIN_ALLOW_THREADS rc = ZSTD_decompressStream(dctx, &ob, &in);
+            Py_BEGIN_ALLOW_THREADS
+            rc = ZSTD_decompressStream(dctx, &ob, &in);
             Py_END_ALLOW_THREADS
         }
         else {
@@ -351,8 +353,8 @@ cm_zstd_decompress(cm_state *st, const void *src, size_t n, size_t max_size)
     char *dst = PyBytes_AS_STRING(out);
     size_t got;
     if ((size_t)size >= CM_ZSTD_NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS got =
-            ZSTD_decompressDCtx(dctx, dst, (size_t)size, src, n);
+        Py_BEGIN_ALLOW_THREADS
+        got = ZSTD_decompressDCtx(dctx, dst, (size_t)size, src, n);
         Py_END_ALLOW_THREADS
     }
     else {

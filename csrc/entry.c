@@ -71,7 +71,8 @@ static const char *const common_strings[CM_ENTRY_N_COMMON] = {
 /* ---- the Entry type ---- */
 
 typedef struct {
-    PyObject_HEAD PyObject *headers;
+    PyObject_HEAD
+    PyObject *headers;
     PyObject *body;
     PyObject *etag;
     PyObject *tags;
@@ -214,7 +215,8 @@ etag_bytes(const void *body, size_t n)
 {
     char tag[CM_ENTRY_ETAG_SIZE];
     if (n > 65536) {
-        Py_BEGIN_ALLOW_THREADS cm_entry_etag(body, n, tag);
+        Py_BEGIN_ALLOW_THREADS
+        cm_entry_etag(body, n, tag);
         Py_END_ALLOW_THREADS
     }
     else {
@@ -419,8 +421,8 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     Py_ssize_t etag_len = CM_ENTRY_ETAG_SIZE;
     if (etag == NULL) {
         if (body.len > 65536) {
-            Py_BEGIN_ALLOW_THREADS cm_entry_etag(body.data, (size_t)body.len,
-                                                 tagbuf);
+            Py_BEGIN_ALLOW_THREADS
+            cm_entry_etag(body.data, (size_t)body.len, tagbuf);
             Py_END_ALLOW_THREADS
         }
         else {

@@ -32,14 +32,15 @@
 #include "blake2b.h"
 
 typedef struct {
-    PyObject_HEAD PyObject *prefix; /* str */
-    PyObject *route;                /* str */
-    PyObject *query_names;          /* tuple of str, or None */
-    PyObject *header_names;         /* tuple of str, ASCII lower-cased */
-    PyObject *header_bytes;         /* tuple of bytes: the same, UTF-8 */
-    PyObject *cookie_names;         /* tuple of str */
-    PyObject *prefix_bytes;         /* bytes: prefix in UTF-8 */
-    PyObject *spec_bytes;           /* bytes: the precomputed spec part */
+    PyObject_HEAD
+    PyObject *prefix;       /* str */
+    PyObject *route;        /* str */
+    PyObject *query_names;  /* tuple of str, or None */
+    PyObject *header_names; /* tuple of str, ASCII lower-cased */
+    PyObject *header_bytes; /* tuple of bytes: the same, UTF-8 */
+    PyObject *cookie_names; /* tuple of str */
+    PyObject *prefix_bytes; /* bytes: prefix in UTF-8 */
+    PyObject *spec_bytes;   /* bytes: the precomputed spec part */
 } KeySpecObject;
 
 /* ---- the material buffer: a caller's stack array, then the heap ---- */

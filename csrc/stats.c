@@ -59,12 +59,14 @@ static const char *const reason_names[CM_N_REASONS] = {
 /* --- EndpointStats ------------------------------------------------------ */
 
 typedef struct {
-    PyObject_HEAD PyObject *name; /* str */
+    PyObject_HEAD
+    PyObject *name; /* str */
     uint64_t c[CM_N_STATS];
 } RowObject;
 
 typedef struct {
-    PyObject_HEAD PyObject *rows; /* dict str -> RowObject */
+    PyObject_HEAD
+    PyObject *rows; /* dict str -> RowObject */
     int breaker_state;
 } StatsObject;
 
