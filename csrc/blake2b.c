@@ -202,8 +202,8 @@ py_blake2b(PyObject *module, PyObject *args, PyObject *kwargs)
     cm_blake2b_init(&ctx, (size_t)digest_size, key.buf,
                     key.buf ? (size_t)key.len : 0);
     if (data.len > 4096) {
-        Py_BEGIN_ALLOW_THREADS cm_blake2b_update(&ctx, data.buf,
-                                                 (size_t)data.len);
+        Py_BEGIN_ALLOW_THREADS
+        cm_blake2b_update(&ctx, data.buf, (size_t)data.len);
         Py_END_ALLOW_THREADS
     }
     else {

@@ -54,6 +54,57 @@ cm_buf_finish(cm_buf *b)
     return out;
 }
 
+int
+cm_input_get(PyObject *o, cm_input *in)
+{
+    in->copy = NULL;
+    if (PyObject_GetBuffer(o, &in->view, PyBUF_SIMPLE) == 0) {
+        in->data = (const char *)in->view.buf;
+        in->len = in->view.len;
+        return 0;
+    }
+    /* PyBUF_SIMPLE is refused by a strided or indirect exporter only with
+     * BufferError; ask again for its layout and copy it */
+    if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
+        return -1;
+    }
+    PyErr_Clear();
+    if (PyObject_GetBuffer(o, &in->view, PyBUF_FULL_RO) < 0) {
+        return -1;
+    }
+    Py_ssize_t len = in->view.len;
+    in->copy = PyMem_Malloc(len > 0 ? (size_t)len : 1);
+    if (in->copy == NULL) {
+        PyBuffer_Release(&in->view);
+        PyErr_NoMemory();
+        return -1;
+    }
+    int rc = PyBuffer_ToContiguous(in->copy, &in->view, len, 'C');
+    PyBuffer_Release(&in->view);
+    if (rc < 0) {
+        PyMem_Free(in->copy);
+        in->copy = NULL;
+        return -1;
+    }
+    in->data = in->copy;
+    in->len = len;
+    return 0;
+}
+
+void
+cm_input_release(cm_input *in)
+{
+    if (in->copy != NULL) {
+        PyMem_Free(in->copy);
+        in->copy = NULL;
+    }
+    else {
+        PyBuffer_Release(&in->view);
+    }
+    in->data = NULL;
+    in->len = 0;
+}
+
 void
 cm_buf_free(cm_buf *b)
 {

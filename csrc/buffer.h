@@ -42,6 +42,23 @@ cm_buf_put(cm_buf *b, const void *src, Py_ssize_t n)
     return 0;
 }
 
+/* ---- input bytes ---- */
+
+/* The bytes of any object that exports a buffer, as one C-contiguous run:
+ * the exporter's own memory when it is contiguous, else a private copy in C
+ * order (memoryview(b)[::2] reads as its bytes, as msgpack-python does).
+ * Items of any format are read as their bytes. */
+typedef struct {
+    Py_buffer view; /* held while data points into it */
+    char *copy;     /* PyMem copy, or NULL */
+    const char *data;
+    Py_ssize_t len;
+} cm_input;
+
+/* 0, or -1 with an exception set (TypeError when o exports no buffer). */
+int cm_input_get(PyObject *o, cm_input *in);
+void cm_input_release(cm_input *in);
+
 /* Big-endian stores into reserved space. */
 static inline void
 cm_store_be16(char *p, uint16_t v)

@@ -160,7 +160,8 @@ cm_zstd_compress(cm_state *st, const void *src, size_t n, int level)
     char *dst = PyBytes_AS_STRING(out);
     size_t got;
     if (n >= CM_ZSTD_NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS got = ZSTD_compress2(cctx, dst, bound, src, n);
+        Py_BEGIN_ALLOW_THREADS
+        got = ZSTD_compress2(cctx, dst, bound, src, n);
         Py_END_ALLOW_THREADS
     }
     else {
@@ -225,7 +226,8 @@ decompress_stream(cm_state *st, ZSTD_DCtx *dctx, const void *src, size_t n,
     ZSTD_outBuffer ob = {PyBytes_AS_STRING(out), cap, 0};
     for (;;) {
         if (ob.size - ob.pos >= CM_ZSTD_NOGIL_BYTES) {
-            Py_BEGIN_ALLOW_THREADS rc = ZSTD_decompressStream(dctx, &ob, &in);
+            Py_BEGIN_ALLOW_THREADS
+            rc = ZSTD_decompressStream(dctx, &ob, &in);
             Py_END_ALLOW_THREADS
         }
         else {
@@ -351,8 +353,8 @@ cm_zstd_decompress(cm_state *st, const void *src, size_t n, size_t max_size)
     char *dst = PyBytes_AS_STRING(out);
     size_t got;
     if ((size_t)size >= CM_ZSTD_NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS got =
-            ZSTD_decompressDCtx(dctx, dst, (size_t)size, src, n);
+        Py_BEGIN_ALLOW_THREADS
+        got = ZSTD_decompressDCtx(dctx, dst, (size_t)size, src, n);
         Py_END_ALLOW_THREADS
     }
     else {
@@ -411,7 +413,7 @@ py_compress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             PyObject *kwnames)
 {
     PyObject *opt = NULL, *out = NULL;
-    Py_buffer view = {0};
+    cm_input in;
     int level = ZSTD_CLEVEL_DEFAULT;
     if (parse_data_and_option("compress", "level", args, nargs, kwnames,
                               &opt) < 0) {
@@ -431,12 +433,12 @@ py_compress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         }
         level = (int)v;
     }
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    if (cm_input_get(args[0], &in) < 0) {
         return NULL;
     }
-    out = cm_zstd_compress(cm_get_state(module), view.buf, (size_t)view.len,
-                           level);
-    PyBuffer_Release(&view);
+    out =
+        cm_zstd_compress(cm_get_state(module), in.data, (size_t)in.len, level);
+    cm_input_release(&in);
     return out;
 }
 
@@ -445,7 +447,7 @@ py_decompress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames)
 {
     PyObject *opt = NULL, *out = NULL;
-    Py_buffer view = {0};
+    cm_input in;
     Py_ssize_t max_size = 64 * 1024 * 1024;
     if (parse_data_and_option("decompress", "max_size", args, nargs, kwnames,
                               &opt) < 0) {
@@ -462,12 +464,12 @@ py_decompress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    if (cm_input_get(args[0], &in) < 0) {
         return NULL;
     }
-    out = cm_zstd_decompress(cm_get_state(module), view.buf, (size_t)view.len,
+    out = cm_zstd_decompress(cm_get_state(module), in.data, (size_t)in.len,
                              (size_t)max_size);
-    PyBuffer_Release(&view);
+    cm_input_release(&in);
     return out;
 }
 

@@ -71,7 +71,8 @@ static const char *const common_strings[CM_ENTRY_N_COMMON] = {
 /* ---- the Entry type ---- */
 
 typedef struct {
-    PyObject_HEAD PyObject *headers;
+    PyObject_HEAD
+    PyObject *headers;
     PyObject *body;
     PyObject *etag;
     PyObject *tags;
@@ -214,7 +215,8 @@ etag_bytes(const void *body, size_t n)
 {
     char tag[CM_ENTRY_ETAG_SIZE];
     if (n > 65536) {
-        Py_BEGIN_ALLOW_THREADS cm_entry_etag(body, n, tag);
+        Py_BEGIN_ALLOW_THREADS
+        cm_entry_etag(body, n, tag);
         Py_END_ALLOW_THREADS
     }
     else {
@@ -226,12 +228,12 @@ etag_bytes(const void *body, size_t n)
 static PyObject *
 py_body_etag(PyObject *module, PyObject *arg)
 {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+    cm_input in;
+    if (cm_input_get(arg, &in) < 0) {
         return NULL;
     }
-    PyObject *out = etag_bytes(view.buf, (size_t)view.len);
-    PyBuffer_Release(&view);
+    PyObject *out = etag_bytes(in.data, (size_t)in.len);
+    cm_input_release(&in);
     return out;
 }
 
@@ -305,7 +307,7 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     cm_state *st = cm_get_state(module);
     PyObject *kw[KW_COUNT] = {NULL};
     PyObject *headers = NULL, *tags = NULL, *packed = NULL, *out = NULL;
-    Py_buffer body = {0};
+    cm_input body;
     int have_body = 0;
     cm_buf buf = {0};
 
@@ -384,7 +386,7 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             goto done;
         }
     }
-    if (PyObject_GetBuffer(kw[KW_BODY], &body, PyBUF_SIMPLE) < 0) {
+    if (cm_input_get(kw[KW_BODY], &body) < 0) {
         goto done;
     }
     have_body = 1;
@@ -397,12 +399,12 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     /* The body, compressed by the mode, and its ETag first: they may release
      * the GIL. From the checks of headers and tags to the end, the GIL is
      * held, so no other thread can change them under the borrowed pointers. */
-    const char *stored = body.buf;
+    const char *stored = body.data;
     Py_ssize_t stored_len = body.len;
     int codec = 0;
     if (compression == COMPRESS_ALL ||
         (compression == COMPRESS_SMART && body.len >= min_size)) {
-        packed = cm_zstd_compress(st, body.buf, (size_t)body.len, (int)level);
+        packed = cm_zstd_compress(st, body.data, (size_t)body.len, (int)level);
         if (packed == NULL) {
             goto done;
         }
@@ -419,12 +421,12 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     Py_ssize_t etag_len = CM_ENTRY_ETAG_SIZE;
     if (etag == NULL) {
         if (body.len > 65536) {
-            Py_BEGIN_ALLOW_THREADS cm_entry_etag(body.buf, (size_t)body.len,
-                                                 tagbuf);
+            Py_BEGIN_ALLOW_THREADS
+            cm_entry_etag(body.data, (size_t)body.len, tagbuf);
             Py_END_ALLOW_THREADS
         }
         else {
-            cm_entry_etag(body.buf, (size_t)body.len, tagbuf);
+            cm_entry_etag(body.data, (size_t)body.len, tagbuf);
         }
     }
     else {
@@ -527,7 +529,7 @@ done:
     Py_XDECREF(tags);
     Py_XDECREF(headers);
     if (have_body) {
-        PyBuffer_Release(&body);
+        cm_input_release(&body);
     }
     return out;
 }
@@ -853,14 +855,14 @@ py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     else {
-        Py_buffer view;
-        if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        cm_input in;
+        if (cm_input_get(args[0], &in) < 0) {
             return NULL;
         }
-        if (parse_entry(view.buf, view.len, fp, fplen, &e)) {
+        if (parse_entry(in.data, in.len, fp, fplen, &e)) {
             out = build_entry(st, &e, now);
         }
-        PyBuffer_Release(&view);
+        cm_input_release(&in);
     }
     if (out == NULL && !PyErr_Occurred()) {
         Py_RETURN_NONE;

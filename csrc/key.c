@@ -32,14 +32,15 @@
 #include "blake2b.h"
 
 typedef struct {
-    PyObject_HEAD PyObject *prefix; /* str */
-    PyObject *route;                /* str */
-    PyObject *query_names;          /* tuple of str, or None */
-    PyObject *header_names;         /* tuple of str, ASCII lower-cased */
-    PyObject *header_bytes;         /* tuple of bytes: the same, UTF-8 */
-    PyObject *cookie_names;         /* tuple of str */
-    PyObject *prefix_bytes;         /* bytes: prefix in UTF-8 */
-    PyObject *spec_bytes;           /* bytes: the precomputed spec part */
+    PyObject_HEAD
+    PyObject *prefix;       /* str */
+    PyObject *route;        /* str */
+    PyObject *query_names;  /* tuple of str, or None */
+    PyObject *header_names; /* tuple of str, ASCII lower-cased */
+    PyObject *header_bytes; /* tuple of bytes: the same, UTF-8 */
+    PyObject *cookie_names; /* tuple of str */
+    PyObject *prefix_bytes; /* bytes: prefix in UTF-8 */
+    PyObject *spec_bytes;   /* bytes: the precomputed spec part */
 } KeySpecObject;
 
 /* ---- the material buffer: a caller's stack array, then the heap ---- */
@@ -387,7 +388,11 @@ encode_cookies(kbuf *b, KeySpecObject *spec, PyObject *cookies)
 }
 
 /* Parses (spec, method, path, query, headers[, cookies]) and writes the
- * material into b. */
+ * material into b. The query and header items stay borrowed from their
+ * sequences: from PySequence_Fast to the end of encode_headers nothing runs
+ * Python code (UTF-8 of str, copies into b). The cookies, which may run
+ * Python code (__hash__ / __eq__ of names, a mapping's __getitem__), come
+ * last and hold what they read. */
 static KeySpecObject *
 encode_material(PyObject *module, kbuf *b, const char *fname,
                 PyObject *const *args, Py_ssize_t nargs)

@@ -511,14 +511,25 @@ pack_dict(packer *pk, PyObject *o)
             goto changed;
         }
         if (CM_LIKELY(Py_IS_TYPE(k, &PyUnicode_Type))) {
-            if (pack_unicode(pk, k) < 0) {
+            /* an exact str packs without running Python code: v is still
+             * the dict's when its turn comes */
+            if (pack_unicode(pk, k) < 0 || pack_item(pk, v) < 0) {
                 goto done;
             }
+            continue;
         }
-        else if (pack_item(pk, k) < 0) {
-            goto done;
+        /* Packing any other key may run Python code (a tzinfo's utcoffset,
+         * an Enum's value, model_dump) that replaces or deletes d[k]: the
+         * dict's references to k and v may go, ours stay. */
+        Py_INCREF(k);
+        Py_INCREF(v);
+        int r = pack_obj(pk, k);
+        if (r == 0) {
+            r = pack_obj(pk, v);
         }
-        if (pack_item(pk, v) < 0) {
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (r < 0) {
             goto done;
         }
     }
@@ -534,16 +545,23 @@ done:
     return rc;
 }
 
-/* A dict subclass: in the order of its items(), as msgpack-python. */
+/* A dict subclass: in the order of its items(), as msgpack-python. The
+ * pairs are copied into a tuple first: items() may return a list that its
+ * owner keeps and changes while the pairs are packed. */
 static int
 pack_mapping_items(packer *pk, PyObject *o)
 {
-    PyObject *items = PyMapping_Items(o);
+    PyObject *list = PyMapping_Items(o);
+    if (list == NULL) {
+        return -1;
+    }
+    PyObject *items = PySequence_Tuple(list);
+    Py_DECREF(list);
     if (items == NULL) {
         return -1;
     }
     int rc = -1;
-    Py_ssize_t n = PyList_GET_SIZE(items);
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
     if (put_container(pk, 0x80, 0xde, n, "dict") < 0) {
         goto done;
     }
@@ -551,7 +569,8 @@ pack_mapping_items(packer *pk, PyObject *o)
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *kv = PyList_GET_ITEM(items, i);
+        /* a tuple holds its items, and a pair its key and value */
+        PyObject *kv = PyTuple_GET_ITEM(items, i);
         if (!PyTuple_Check(kv) || PyTuple_GET_SIZE(kv) != 2) {
             PyErr_SetString(PyExc_TypeError,
                             "items() must return (key, value) pairs");
@@ -916,18 +935,20 @@ pack_dataclass(packer *pk, PyObject *o)
     if (fields == NULL) {
         goto done;
     }
-    seq = PySequence_Fast(fields, "dataclasses.fields() must be a sequence");
+    /* a tuple of our own: it holds the fields while their values are read
+     * (getattr may run Python code) */
+    seq = PySequence_Tuple(fields);
     if (seq == NULL) {
         goto done;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     if (put_container(pk, 0x80, 0xde, n, "dataclass") < 0 || enter(pk) < 0) {
         goto done;
     }
     entered = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name =
-            PyObject_GetAttr(PySequence_Fast_GET_ITEM(seq, i), ms->str_name);
+            PyObject_GetAttr(PyTuple_GET_ITEM(seq, i), ms->str_name);
         if (name == NULL) {
             goto done;
         }

@@ -353,6 +353,21 @@ ext_timestamp(unpacker *u, const unsigned char *s, Py_ssize_t n)
     return o;
 }
 
+/* 1 when str(d) is exactly s[0:n], 0 when not, -1 with an exception. */
+static int
+decimal_is_canonical(PyObject *d, const unsigned char *s, Py_ssize_t n)
+{
+    PyObject *text = PyObject_Str(d);
+    if (text == NULL) {
+        return -1;
+    }
+    Py_ssize_t len = 0;
+    const char *p = PyUnicode_AsUTF8AndSize(text, &len);
+    int rc = p == NULL ? -1 : len == n && memcmp(p, s, (size_t)n) == 0;
+    Py_DECREF(text);
+    return rc;
+}
+
 static PyObject *
 ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
 {
@@ -436,6 +451,18 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
         memcpy(PyUnicode_DATA(text), s, (size_t)n);
         o = PyObject_CallOneArg(ms->Decimal, text);
         Py_DECREF(text);
+        if (o != NULL) {
+            /* only str(d) itself: Decimal() also takes spaces, '_', '+',
+             * lower case and leading zeros, which packb never writes */
+            int canonical = decimal_is_canonical(o, s, n);
+            if (canonical <= 0) {
+                Py_DECREF(o);
+                if (canonical < 0) {
+                    return malformed_from(u, what);
+                }
+                return malformed(u, "Decimal extension is not str(Decimal)");
+            }
+        }
         break;
     }
     default: {
@@ -795,18 +822,18 @@ cm_msgpack_unpackb(PyObject *module, PyObject *data)
         return cm_mp_unpack(st, PyBytes_AS_STRING(data),
                             PyBytes_GET_SIZE(data));
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+    cm_input in;
+    if (cm_input_get(data, &in) < 0) {
         return NULL;
     }
     /* A large input makes thousands of containers: the cyclic GC would
      * traverse them again and again while they are built (none can be
      * garbage yet), so it waits until the result is complete. */
-    int gc_was_enabled = view.len >= CM_MP_GC_PAUSE_SIZE ? PyGC_Disable() : 0;
-    PyObject *out = cm_mp_unpack(st, (const char *)view.buf, view.len);
+    int gc_was_enabled = in.len >= CM_MP_GC_PAUSE_SIZE ? PyGC_Disable() : 0;
+    PyObject *out = cm_mp_unpack(st, in.data, in.len);
     if (gc_was_enabled) {
         PyGC_Enable();
     }
-    PyBuffer_Release(&view);
+    cm_input_release(&in);
     return out;
 }

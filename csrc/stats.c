@@ -59,12 +59,14 @@ static const char *const reason_names[CM_N_REASONS] = {
 /* --- EndpointStats ------------------------------------------------------ */
 
 typedef struct {
-    PyObject_HEAD PyObject *name; /* str */
+    PyObject_HEAD
+    PyObject *name; /* str */
     uint64_t c[CM_N_STATS];
 } RowObject;
 
 typedef struct {
-    PyObject_HEAD PyObject *rows; /* dict str -> RowObject */
+    PyObject_HEAD
+    PyObject *rows; /* dict str -> RowObject */
     int breaker_state;
 } StatsObject;
 
@@ -413,13 +415,16 @@ Stats_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     Py_ssize_t pos = 0;
     while (PyDict_Next(s->rows, &pos, &key, &value)) {
+        /* making a dict may start a collection whose finalizers run Python
+         * code (Stats.endpoint may add a row): hold the row and its name */
+        Py_INCREF(key);
+        Py_INCREF(value);
         PyObject *d =
             counts_dict(((RowObject *)value)->c, st->stats.counter_names);
-        if (d == NULL) {
-            goto error;
-        }
-        int rc = PyDict_SetItem(out, key, d);
-        Py_DECREF(d);
+        int rc = d == NULL ? -1 : PyDict_SetItem(out, key, d);
+        Py_XDECREF(d);
+        Py_DECREF(key);
+        Py_DECREF(value);
         if (rc < 0) {
             goto error;
         }

@@ -42,7 +42,8 @@ typedef struct store_node {
 } store_node;
 
 typedef struct {
-    PyObject_HEAD store_node **buckets;
+    PyObject_HEAD
+    store_node **buckets;
     size_t mask;    /* nbuckets - 1 */
     size_t count;   /* items */
     store_node lru; /* sentinel: lru.next oldest, lru.prev newest */

@@ -45,9 +45,10 @@ def _zstd() -> ModuleType:
 
 
 def _view(data: Buffer) -> memoryview:
+    """The bytes of any buffer, copied in C order when it is not contiguous."""
     view = memoryview(data)
     if not view.c_contiguous:
-        raise BufferError("data must be a C-contiguous buffer")
+        return memoryview(view.tobytes())
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 

@@ -292,8 +292,6 @@ def _pack_other(obj: object, out: bytearray, depth: int) -> None:
 
 def unpackb(data: Buffer, /) -> Any:
     view = memoryview(data)
-    if not view.contiguous:
-        raise BufferError("memoryview: underlying buffer is not C-contiguous")
     if view.nbytes > MAX_INPUT:
         raise MalformedError(
             f"input of {view.nbytes} bytes is larger than the {MAX_INPUT} byte limit"
@@ -547,7 +545,13 @@ def _ext_object(r: _Reader, code: int, s: bytes) -> Any:
 
             if not s.isascii():
                 raise r.error("Decimal extension is not ASCII")
-            return decimal.Decimal(s.decode("ascii"))
+            text = s.decode("ascii")
+            value = decimal.Decimal(text)
+            # only str(d) itself: Decimal() also takes spaces, "_", "+", lower case and
+            # leading zeros, which packb never writes
+            if str(value) != text:
+                raise r.error("Decimal extension is not str(Decimal)")
+            return value
     except MalformedError:
         raise
     except (ValueError, ArithmeticError, TypeError) as exc:

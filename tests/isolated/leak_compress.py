@@ -23,6 +23,9 @@ declared_bomb = (
 
 def round_trip_small() -> None:
     _native.decompress(_native.compress(small))
+    spread = bytearray(len(small) * 2)
+    spread[::2] = small
+    _native.decompress(_native.compress(memoryview(spread)[::2]))
 
 
 def round_trip_large() -> None:

@@ -48,6 +48,9 @@ def read_hits() -> None:
     assert _native.read_entry(RAW, 105.0, FP) is not None
     assert _native.read_entry(PACKED, 112.0) is not None
     assert _native.read_entry(memoryview(RAW), 120.0) is not None
+    spread = bytearray(len(RAW) * 2)
+    spread[::2] = RAW
+    assert _native.read_entry(memoryview(spread)[::2], 120.0, FP) is not None
 
 
 def read_misses() -> None:

@@ -86,6 +86,36 @@ def unpack_memoryview() -> None:
     _native.unpackb(memoryview(PACKED))
 
 
+SPREAD = bytearray(len(PACKED) * 2)
+SPREAD[::2] = PACKED
+
+
+def unpack_non_contiguous() -> None:
+    _native.unpackb(memoryview(SPREAD)[::2])
+
+
+class ArmedOffset(dt.tzinfo):
+    """utcoffset replaces the value of the dict being packed, once armed."""
+
+    armed = False
+
+    def utcoffset(self, when: object) -> dt.timedelta:
+        if ArmedOffset.armed:
+            ArmedOffset.armed = False
+            MUTATED[KEY] = 0
+        return dt.timedelta(0)
+
+
+KEY = dt.datetime(2024, 1, 1, tzinfo=ArmedOffset())
+MUTATED: dict[object, object] = {}
+
+
+def pack_dict_mutated_by_key() -> None:
+    MUTATED[KEY] = [["old"] * 10, {"k": "v"}]
+    ArmedOffset.armed = True
+    _native.packb(MUTATED)
+
+
 cycle: list[object] = []
 cycle.append(cycle)
 
@@ -130,6 +160,10 @@ def unpack_bad_decimal() -> None:
     _native.unpackb(b"\x91\xd6\x05abcd")
 
 
+def unpack_non_canonical_decimal() -> None:
+    _native.unpackb(b"\x91\xc7\x03\x05 1 ")
+
+
 def unpack_trailing() -> None:
     _native.unpackb(PACKED + b"\x00")
 
@@ -143,6 +177,8 @@ assert_no_leak(unpack, calls=5_000)
 assert_no_leak(pack_extras, calls=5_000)
 assert_no_leak(unpack_extras, calls=5_000)
 assert_no_leak(unpack_memoryview, calls=5_000)
+assert_no_leak(unpack_non_contiguous, calls=5_000)
+assert_no_leak(pack_dict_mutated_by_key, calls=5_000)
 assert_no_leak(raises(pack_cycle, ValueError), calls=500)
 assert_no_leak(raises(pack_unsupported, TypeError))
 assert_no_leak(raises(pack_overflow, OverflowError))
@@ -154,6 +190,7 @@ for fn in (
     unpack_bad_utf8,
     unpack_bad_ext,
     unpack_bad_decimal,
+    unpack_non_canonical_decimal,
     unpack_trailing,
 ):
     assert_no_leak(raises(fn, _native.MalformedError), calls=5_000)

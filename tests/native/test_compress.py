@@ -75,6 +75,18 @@ def test_buffer_types(kernels: ModuleType) -> None:
     assert kernels.decompress(memoryview(b"xx" + frame)[2:]) == data
 
 
+def test_non_contiguous_buffers_are_read_as_their_bytes(kernels: ModuleType) -> None:
+    data = payload(5000)
+    frame = kernels.compress(data)
+    for raw, expected in ((data, frame), (frame, data)):
+        wide = bytearray(len(raw) * 2)
+        wide[::2] = raw
+        view = memoryview(wide)[::2]
+        assert not view.contiguous
+        op = kernels.compress if raw is data else kernels.decompress
+        assert op(view) == expected
+
+
 @settings(max_examples=200)
 @given(data=st.binary(max_size=3000), level=st.integers(-10, 9))
 def test_random_round_trips_across_implementations(data: bytes, level: int) -> None:

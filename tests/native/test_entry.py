@@ -142,6 +142,25 @@ def test_body_buffers_and_list_pairs(kernels: ModuleType) -> None:
         assert kernels.read_entry(memoryview(data), 0.5) is not None
 
 
+def spread(data: bytes) -> memoryview:
+    """data as a non-contiguous buffer: every other byte of a larger one."""
+    out = bytearray(len(data) * 2)
+    out[::2] = data
+    view = memoryview(out)[::2]
+    assert not view.contiguous
+    return view
+
+
+def test_non_contiguous_buffers_read_as_their_bytes(kernels: ModuleType) -> None:
+    body = b"payload " * 300
+    data = kernels.write_entry(status=200, headers=[], body=spread(body), created=0.0, ttl=1.0)
+    assert data == kernels.write_entry(status=200, headers=[], body=body, created=0.0, ttl=1.0)
+    e = kernels.read_entry(spread(data), 0.5)
+    assert e is not None
+    assert e.body == body
+    assert kernels.body_etag(spread(body)) == kernels.body_etag(body)
+
+
 def test_iterables(kernels: ModuleType) -> None:
     data = kernels.write_entry(
         status=200,

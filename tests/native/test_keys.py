@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -423,6 +423,34 @@ def test_cookie_mappings(kernels: ModuleType) -> None:
         kernels.build_key(spec, "GET", "/", [], [], LookupMapping({}, fail=True))
     with pytest.raises(TypeError):
         kernels.build_key(spec, "GET", "/", [], [], {"sid": 1})
+
+
+class ChangingName(str):
+    """A cookie name whose __hash__ / __eq__ change the cookie dict being read."""
+
+    target: ClassVar[dict[str, str]] = {}
+
+    def __hash__(self) -> int:
+        self.target.clear()
+        self.target.update({f"other{i}": "x" * 100 for i in range(50)})
+        self.target[str(self)] = "replaced"
+        return str.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self.target.pop("other0", None)
+        return str.__eq__(self, other)
+
+
+def test_cookie_name_hash_and_eq_change_the_cookies(kernels: ModuleType) -> None:
+    name = ChangingName("sid")
+    spec = kernels.KeySpec("api", "/r", [], (), [name])
+    cookies = {"sid": "original" * 100}
+    ChangingName.target = cookies
+    got = kernels.build_key(spec, "GET", "/", [], [], cookies)
+    ChangingName.target = {}
+    plain = kernels.KeySpec("api", "/r", [], (), ["sid"])
+    # the name is looked up after its __hash__ ran: the value then in the dict counts
+    assert got == kernels.build_key(plain, "GET", "/", [], [], {"sid": "replaced"})
 
 
 def test_lone_surrogates_never_raise(kernels: ModuleType) -> None:

@@ -152,6 +152,19 @@ def test_unpackb_accepts_any_buffer(kernels: ModuleType) -> None:
         kernels.unpackb("not bytes")
 
 
+def test_unpackb_of_a_non_contiguous_buffer_reads_its_bytes(kernels: ModuleType) -> None:
+    packed = kernels.packb({"a": [1, 2], "b": "x" * 40})
+    spread = bytearray(len(packed) * 2)
+    spread[::2] = packed
+    view = memoryview(spread)[::2]
+    assert not view.contiguous
+    assert kernels.unpackb(view) == reference_unpack(view) == {"a": [1, 2], "b": "x" * 40}
+    big = kernels.packb(list(range(40_000)))
+    doubled = bytearray(len(big) * 2)
+    doubled[::2] = big
+    assert kernels.unpackb(memoryview(doubled)[::2]) == list(range(40_000))
+
+
 # ---- hypothesis: byte equality with msgpack-python --------------------------------------
 
 core_scalars = (
@@ -626,3 +639,235 @@ def test_large_input_keeps_the_gc_state() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# ---- user code run by packb that changes the containers being packed --------------------
+# packb runs Python code while it packs (a tzinfo's utcoffset, an Enum's value, model_dump,
+# a dataclass field's getter, __hash__ / __eq__ of keys put in by that code). Whatever
+# that code does to the dicts and lists being packed, the result is bytes or an exception,
+# never a read of a freed object.
+
+
+class ArmedTZ(dt.tzinfo):
+    """A UTC tzinfo whose utcoffset runs `action` once, the first time after arming."""
+
+    def __init__(self) -> None:
+        self.action: Any = None
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        action, self.action = self.action, None
+        if action is not None:
+            action()
+        return dt.timedelta(0)
+
+    def dst(self, when: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+
+def test_datetime_key_whose_utcoffset_replaces_its_value(kernels: ModuleType) -> None:
+    tz = ArmedTZ()
+    key = dt.datetime(2024, 5, 1, 12, tzinfo=tz)
+    value = [f"item {i}" * 10 for i in range(2000)]
+    expected = kernels.packb({dt.datetime(2024, 5, 1, 12, tzinfo=UTC): list(value)})
+    d: dict[Any, Any] = {key: value}
+    del value
+
+    def replace() -> None:
+        d[key] = 0
+
+    tz.action = replace
+    packed = kernels.packb(d)
+    assert packed == expected
+    assert d == {key: 0}
+
+
+def test_enum_key_whose_value_replaces_every_value(kernels: ModuleType) -> None:
+    d: dict[Any, Any] = {}
+
+    class Key(enum.Enum):
+        A = "a"
+        B = "b"
+
+        @property
+        def value(self) -> str:  # type: ignore[override]
+            for k in list(d):
+                d[k] = 0
+            return str(self._value_)
+
+    d[Key.A] = [["x"] * 100]
+    d[Key.B] = {"y": ["z"] * 100}
+    assert kernels.unpackb(kernels.packb(d)) == {"a": [["x"] * 100], "b": 0}
+
+
+def test_enum_key_whose_value_empties_the_dict(kernels: ModuleType) -> None:
+    d: dict[Any, Any] = {}
+
+    class Key(enum.Enum):
+        A = "a"
+
+        @property
+        def value(self) -> str:  # type: ignore[override]
+            d.clear()
+            return "a"
+
+    d[Key.A] = ["v"] * 1000
+    d["after"] = ["w"] * 1000
+    with pytest.raises(RuntimeError, match="changed size"):
+        kernels.packb(d)
+
+
+class HashMutates:
+    """A key whose __hash__ and __eq__ change `target` (a dict) when armed."""
+
+    def __init__(self, target: dict[Any, Any]) -> None:
+        self.target = target
+        self.armed = False
+
+    def __hash__(self) -> int:
+        if self.armed:
+            self.armed = False
+            for k in list(self.target):
+                self.target[k] = None
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        if self.armed:
+            self.armed = False
+            self.target.clear()
+        return self is other
+
+
+def test_key_hash_and_eq_run_by_code_that_packb_calls(kernels: ModuleType) -> None:
+    # utcoffset inserts a key whose __hash__ / __eq__ change the dict again
+    tz = ArmedTZ()
+    key = dt.datetime(2024, 5, 1, tzinfo=tz)
+    d: dict[Any, Any] = {key: ["big"] * 1000}
+    intruder = HashMutates(d)
+
+    def insert() -> None:
+        intruder.armed = True
+        d[intruder] = 1
+
+    tz.action = insert
+    with pytest.raises((RuntimeError, TypeError)):
+        kernels.packb(d)  # the dict grew; HashMutates itself cannot be packed
+
+
+def test_model_dump_of_a_value_replaces_the_other_values(kernels: ModuleType) -> None:
+    d: dict[str, Any] = {}
+
+    class InDict(BaseModel):
+        def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+            for k in d:
+                d[k] = 0
+            return {"m": 1}
+
+    d["a"] = InDict()
+    d["b"] = ["big"] * 1000
+    assert kernels.unpackb(kernels.packb(d)) == {"a": {"m": 1}, "b": 0}
+
+
+def test_model_dump_of_an_item_replaces_the_other_items(kernels: ModuleType) -> None:
+    lst: list[Any] = []
+
+    class InList(BaseModel):
+        def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+            lst[:] = [0] * len(lst)
+            return {"m": 1}
+
+    lst.extend([InList(), ["big"] * 1000, {"k": ["v"] * 100}])
+    assert kernels.unpackb(kernels.packb(lst)) == [{"m": 1}, 0, 0]
+
+
+def test_model_dump_key_of_a_dict_subclass_changes_its_items_list(
+    kernels: ModuleType,
+) -> None:
+    pairs: list[Any] = []
+
+    class Keyed(BaseModel, frozen=True):
+        def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+            pairs.clear()
+            return {"k": 1}
+
+    class Items(dict[Any, Any]):
+        def items(self) -> Any:
+            return pairs
+
+    pairs.extend([(Keyed(), ["v"] * 1000), ("b", ["w"] * 1000)])
+    packed = kernels.packb([Items()])
+    assert not pairs
+    pack = kernels.packb
+    # the pairs as items() returned them, before model_dump emptied the list
+    assert packed == b"\x91\x82" + pack({"k": 1}) + pack(["v"] * 1000) + pack("b") + pack(
+        ["w"] * 1000
+    )
+
+
+def test_dataclass_field_getter_empties_the_list_holding_it(kernels: ModuleType) -> None:
+    lst: list[Any] = []
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+        def __getattribute__(self, name: str) -> Any:
+            if name == "x":
+                lst.clear()
+            return object.__getattribute__(self, name)
+
+    lst.extend([Point(1), ["big"] * 1000])
+    with pytest.raises(RuntimeError, match="changed size"):
+        kernels.packb(lst)
+
+
+CRASH_REPRODUCTIONS = {
+    "datetime_key_replaces_value": """
+        import datetime as dt
+        class TZ(dt.tzinfo):
+            armed = False
+            def utcoffset(self, when):
+                if TZ.armed:
+                    TZ.armed = False
+                    d[key] = 0
+                return dt.timedelta(0)
+            def dst(self, when):
+                return dt.timedelta(0)
+        key = dt.datetime(2024, 5, 1, tzinfo=TZ())
+        d = {key: [str(i) * 50 for i in range(5000)]}
+        TZ.armed = True
+        out = kernels.unpackb(kernels.packb(d))
+        utc_key = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+        assert out == {utc_key: [str(i) * 50 for i in range(5000)]}
+    """,
+    "list_emptied_while_packing": """
+        import enum
+        lst = []
+        class E(enum.Enum):
+            A = 1
+            @property
+            def value(self):
+                lst.clear()
+                return 1
+        lst.extend([E.A, [str(i) * 50 for i in range(5000)], {"k": ["v"] * 100}])
+        try:
+            kernels.packb(lst)
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("a list that changed size packed without error")
+    """,
+}
+
+
+@pytest.mark.parametrize("kernel", ["_native", "_pure"])
+@pytest.mark.parametrize("case", sorted(CRASH_REPRODUCTIONS))
+def test_crash_reproductions_exit_normally(case: str, kernel: str) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    code = f"from fastapi_cachemate import {kernel} as kernels\n" + textwrap.dedent(
+        CRASH_REPRODUCTIONS[case]
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -158,12 +158,52 @@ def test_unhashable_map_keys(kernels: ModuleType, data: bytes) -> None:
         b"\xd6\x05abcd",  # Decimal('abcd')
         b"\xd5\x05\xc3\xa9",  # Decimal, not ASCII
         b"\xc7\x00\x05",  # Decimal('')
+        # text that Decimal() parses but str(Decimal) never writes
+        b"\xd6\x05 1 ",
+        b"\xc7\x03\x05 1 ",
+        b"\xc7\x03\x051_0",
+        b"\xd5\x05+1",
+        b"\xc7\x03\x051e5",
+        b"\xc7\x03\x051E5",
+        b"\xc7\x03\x05007",
+        b"\xc7\x03\x05nan",
+        b"\xc7\x03\x05Inf",
+        b"\xc7\x07\x05NaN0123",
+        b"\xc7\x02\x05.5",
     ],
     ids=lambda d: d.hex() or "empty",
 )
 def test_malformed(kernels: ModuleType, data: bytes) -> None:
     with pytest.raises(kernels.MalformedError):
         kernels.unpackb(data)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0",
+        "-0",
+        "1.25",
+        "0.00",
+        "1E+400",
+        "1.0E-7",
+        "0E-10",
+        "NaN",
+        "-NaN",
+        "sNaN",
+        "NaN123",
+        "Infinity",
+        "-Infinity",
+        "123456789012345678901234567890.5",
+    ],
+)
+def test_decimal_extension_accepts_what_str_writes(kernels: ModuleType, text: str) -> None:
+    value = Decimal(text)
+    assert str(value) == text
+    data = kernels.packb(value)
+    assert data[-len(text) :] == text.encode()
+    back = kernels.unpackb(data)
+    assert str(back) == text
 
 
 def test_malformed_error_is_a_value_error_with_an_offset(kernels: ModuleType) -> None:
