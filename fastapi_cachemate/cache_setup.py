@@ -35,7 +35,8 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic_settings import BaseSettings
 
-from fastapi_cachemate import metrics
+from fastapi_cachemate import _boundary, metrics
+from fastapi_cachemate._breaker import BackendUnavailable
 from fastapi_cachemate._flow import Runtime
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend
@@ -327,7 +328,11 @@ class CacheSetup:
             for callback in list(cls._close_callbacks):
                 await callback()
         finally:
-            await config.backend.close()
+            backend = config.backend
+            try:
+                await _boundary.call(backend.close, _boundary.ignored)
+            except BackendUnavailable as exc:  # the app still shuts down
+                logger.warning("CacheSetup.close(): the backend's close() failed: %s", exc)
 
     @classmethod
     async def reset(cls) -> None:
