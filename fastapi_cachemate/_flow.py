@@ -336,7 +336,7 @@ class Flow:
         if blob is None or ticket is None:
             return False
         if self.down:
-            self.stats.not_stored(metrics.REASON_ERROR)
+            metrics.not_stored(self.stats, metrics.NotStored.ERROR)
             return False
         backend = self.backend
         ttl_ms = self._ttl_ms(ttl)
@@ -357,7 +357,7 @@ class Flow:
         try:
             stored = await self._call("store", store, _boundary.flag)
         except BackendUnavailable:
-            self.stats.not_stored(metrics.REASON_ERROR)
+            metrics.not_stored(self.stats, metrics.NotStored.ERROR)
             if lease is not None and unlock is not None and not self.unreachable:
                 await lease.unlock()  # the store that was to release it failed: release it
             return False
