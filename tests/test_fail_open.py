@@ -101,10 +101,11 @@ BACKEND_METHODS = {
 }
 
 
-def _backend_cases() -> list[Any]:
+def _cases(methods_by_kind: dict[str, tuple[str, ...]]) -> list[Any]:
+    """(kind, method, fault) for every method of every kind and every fault."""
     return [
         pytest.param(kind, method, fault, marks=[pytest.mark.redis] if kind == "redis" else [])
-        for kind, methods in BACKEND_METHODS.items()
+        for kind, methods in methods_by_kind.items()
         for method in methods
         for fault in FAULTS
     ]
@@ -127,7 +128,7 @@ def _backend_factory(kind: str, request: pytest.FixtureRequest) -> Callable[[], 
     return lambda: RedisBackend(aioredis.Redis(host=server.host, port=server.port))
 
 
-@pytest.mark.parametrize(("kind", "method", "fault"), _backend_cases())
+@pytest.mark.parametrize(("kind", "method", "fault"), _cases(BACKEND_METHODS))
 async def test_a_broken_backend_method_is_answered_by_the_endpoint(
     request: pytest.FixtureRequest, kind: str, method: str, fault: str
 ) -> None:
@@ -161,16 +162,7 @@ class SeedLocks(LockManager):
         return True
 
 
-def _lock_cases() -> list[Any]:
-    return [
-        pytest.param(kind, method, fault, marks=[pytest.mark.redis] if kind == "redis" else [])
-        for kind, methods in LOCK_METHODS.items()
-        for method in methods
-        for fault in FAULTS
-    ]
-
-
-@pytest.mark.parametrize(("kind", "method", "fault"), _lock_cases())
+@pytest.mark.parametrize(("kind", "method", "fault"), _cases(LOCK_METHODS))
 async def test_a_broken_lock_manager_method_is_answered_by_the_endpoint(
     request: pytest.FixtureRequest, kind: str, method: str, fault: str
 ) -> None:
