@@ -2,14 +2,37 @@
 
 from fastapi_cachemate._route.keyer import request_unkeyed
 from fastapi_cachemate.cache_setup import CacheSetup
-from fastapi_cachemate.settings import MAX_LOCK_TTL_SECONDS, BaseCacheSettings
+from fastapi_cachemate.core.coders.orjson import OrjsonCoderManager
+from fastapi_cachemate.core.compress.zlib import ZlibCompressManager
+from fastapi_cachemate.core.types import (
+    Backend,
+    ByPass,
+    CoderManager,
+    CompressionMode,
+    CompressManager,
+    LockManager,
+)
+from fastapi_cachemate.settings import (
+    DEFAULT_BYPASS_HEADER,
+    MAX_LOCK_TTL_SECONDS,
+    BaseCacheSettings,
+)
 
 from fastapi_cachemate.cache import cache_response, is_bypass  # isort: skip  (after CacheSetup)
 
 __all__ = [
+    "DEFAULT_BYPASS_HEADER",
     "MAX_LOCK_TTL_SECONDS",
+    "Backend",
     "BaseCacheSettings",
+    "ByPass",
     "CacheSetup",
+    "CoderManager",
+    "CompressManager",
+    "CompressionMode",
+    "LockManager",
+    "OrjsonCoderManager",
+    "ZlibCompressManager",
     "__version__",
     "cache_response",
     "is_bypass",

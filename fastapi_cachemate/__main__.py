@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from fastapi_cachemate import __version__
 from fastapi_cachemate._kernels import kernels
@@ -64,14 +64,38 @@ async def _scan(client: Any, pattern: bytes) -> AsyncIterator[bytes]:
         yield key if isinstance(key, bytes) else str(key).encode()
 
 
-async def _get_many(client: Any, keys: list[bytes], cluster: bool) -> list[bytes | None]:
-    """GET of each key: one pipeline on Redis, one GET per key on a cluster (any slot)."""
+def _wrong_type(reply: Any, instead: Any) -> Any:
+    """A reply, or instead for a key that holds another Redis type (WRONGTYPE: junk in a
+    key of the cache's, read as unreadable); any other error is raised."""
+    if isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE"):
+        return instead
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+async def _each(
+    client: Any, command: str, keys: list[bytes], cluster: bool, instead: Any
+) -> list[Any]:
+    """command (GET, STRLEN) of each key: one pipeline on Redis, one call per key on a
+    cluster (any slot); a key of another type answers instead."""
     if cluster:
-        return [await client.get(k) for k in keys]
+        replies = []
+        for k in keys:
+            try:
+                replies.append(await client.execute_command(command, k))
+            except ResponseError as exc:
+                replies.append(_wrong_type(exc, instead))
+        return replies
     pipe = client.pipeline(transaction=False)
     for k in keys:
-        pipe.get(k)
-    return list(await pipe.execute())
+        pipe.execute_command(command, k)
+    return [_wrong_type(reply, instead) for reply in await pipe.execute(raise_on_error=False)]
+
+
+async def _get_many(client: Any, keys: list[bytes], cluster: bool) -> list[bytes | None]:
+    """GET of each key; a key of another type reads as b"" (unreadable)."""
+    return await _each(client, "GET", keys, cluster, b"")
 
 
 async def _unlink_many(client: Any, keys: list[bytes], cluster: bool) -> None:
@@ -221,13 +245,7 @@ async def _stats_from_redis(url: str, prefix: str, cluster: bool, decode: bool) 
                     for tag in entry.tags:
                         out["tags"][tag] = out["tags"].get(tag, 0) + 1
             else:
-                if cluster:
-                    lengths = [await client.strlen(k) for k in entries]
-                else:
-                    pipe = client.pipeline(transaction=False)
-                    for k in entries:
-                        pipe.strlen(k)
-                    lengths = await pipe.execute()
+                lengths = await _each(client, "STRLEN", entries, cluster, 0)
                 for length in lengths:
                     if length:
                         out["entries"] += 1
@@ -441,6 +459,9 @@ async def _purge(
                 await _unlink_many(client, victims, cluster)
         how = "dry run: nothing removed" if dry else "SCAN + UNLINK in batches"
         return count, how
+    except ResponseError as exc:
+        hint = " (a key of the cache holds another type: --scan removes by SCAN + UNLINK)"
+        raise CliError(f"redis {url}: {exc}{hint if api else ''}") from exc
     except (RedisError, OSError) as exc:
         raise CliError(f"redis {url}: {exc}") from exc
     finally:

@@ -72,6 +72,7 @@ from fastapi_cachemate.invalidation import (
     register_app,
     register_cached_endpoint,
 )
+from fastapi_cachemate.metrics import NotStored
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = ["CacheStatuses", "cache_response", "is_bypass"]
@@ -568,7 +569,7 @@ class _CachedEndpoint:
         else:
             stats.no_cache()
             if refused is REFUSED_AUTHORIZATION:
-                stats.not_stored(metrics.REASON_AUTHORIZATION)
+                metrics.not_stored(stats, NotStored.AUTHORIZATION)
         result = await self.call(args, kwargs)
         added = [
             (STATUS_HEADER, _STATUS_VALUES[refused.status]),
@@ -687,25 +688,24 @@ class _CachedEndpoint:
                     plan, request, sub_response, args, kwargs
                 )
             except Exception as exc:  # the endpoint's own error: it propagates, nothing stored
-                stats.not_stored(_raised_reason(exc))
+                metrics.not_stored(stats, _raised_reason(exc))
                 raise
             if rendered is None:  # streaming or file: passed through, never stored
-                stats.not_stored(metrics.REASON_STREAMING)
+                metrics.not_stored(stats, NotStored.STREAMING)
                 return Computed(result, None, None, None, failed=False)
             stored_headers = without_headers(rendered.raw_headers, dependency_headers)
             status = rendered.status_code
             verdict = http.verdict(request, status, stored_headers, rendered.body)
             answer = (verdict, dependency_headers)
-            if not verdict.storable:
+            if verdict.reason is not None:
                 # Not shareable: the waiters are released at once and compute for themselves
                 # (this response may carry one client's cookie or data).
-                reason = verdict.reason or ""
-                stats.not_stored(metrics.reason_index(reason))
+                metrics.not_stored(stats, verdict.reason)
                 logger.debug(
                     "cache: response for %r not stored (%s)",
                     slot.key,
-                    reason,
-                    extra=_log.fields(key=slot.key, endpoint=stats.name, reason=reason),
+                    verdict.detail,
+                    extra=_log.fields(key=slot.key, endpoint=stats.name, reason=verdict.detail),
                 )
                 return Computed(result, rendered, None, None, status >= 500, http=answer)
             stored_headers.extend(verdict.added)
@@ -719,7 +719,7 @@ class _CachedEndpoint:
                 verdict.ttl,
             )
             if ticket is None:  # tags not rendered or the backend failed: served, not stored
-                stats.not_stored(metrics.REASON_ERROR)
+                metrics.not_stored(stats, NotStored.ERROR)
                 return Computed(result, rendered, None, shared, False, http=answer)
             blob = _encode(slot, rendered, stored_headers, compute_ms, flow, created, verdict)
             return Computed(result, rendered, blob, shared, False, ticket, answer, verdict.ttl)
@@ -759,9 +759,9 @@ class _CachedEndpoint:
         return result, rendered, (time.perf_counter() - started) * 1000.0
 
 
-def _raised_reason(exc: Exception) -> int:
+def _raised_reason(exc: Exception) -> NotStored:
     """The not-stored reason of an endpoint that raised: an HTTPException's is its status."""
-    return metrics.REASON_STATUS if isinstance(exc, HTTPException) else metrics.REASON_ERROR
+    return NotStored.STATUS if isinstance(exc, HTTPException) else NotStored.ERROR
 
 
 def _log_unconfigured() -> None:
@@ -827,7 +827,7 @@ def _encode(
     settings = slot.settings
     body = rendered.body
     if len(body) > settings.max_entry_bytes:
-        slot.stats.not_stored(metrics.REASON_TOO_LARGE)
+        metrics.not_stored(slot.stats, NotStored.TOO_LARGE)
         logger.debug(  # per request: counted (not_stored_too_large), DEBUG only
             "cache: response for %r not stored: body of %d bytes > max_entry_bytes",
             slot.key,
@@ -855,7 +855,7 @@ def _encode(
             level=settings.compression_level,
         )
     except (TypeError, ValueError, OverflowError, MemoryError) as exc:
-        slot.stats.not_stored(metrics.REASON_ERROR)
+        metrics.not_stored(slot.stats, NotStored.ERROR)
         logger.warning(
             "cache: response for %r not stored: %s",
             slot.key,

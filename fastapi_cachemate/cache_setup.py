@@ -10,9 +10,11 @@ Differences from the seed, all compatible with its calls:
   ``MemoryBackend`` (bounded by ``settings.memory_max_bytes``); no lock manager means
   ``RedisLockManager(backend)`` for a ``RedisBackend`` and an in-process
   ``MemoryLockManager`` otherwise.
-- ``coder_manager`` and ``compress_manager`` are accepted and ignored: entries are
-  MessagePack + zstd written by the native core (``compression_mode`` and
+- ``coder_manager`` and ``compress_manager`` are accepted and kept, not used for entries:
+  entries are MessagePack + zstd written by the native core (``compression_mode`` and
   ``compression_min_size_bytes`` in the settings still choose the compression).
+  ``coder_manager()`` / ``compress_manager()`` return them, or, when none was given, an
+  ``OrjsonCoderManager`` / ``ZlibCompressManager`` as the seed's defaults were.
 - ``settings``: an instance of a ``BaseCacheSettings`` subclass is kept as it is (its extra
   fields and its own ``env_prefix`` work; the seed crashed on extra fields); a plain
   pydantic-settings ``BaseSettings`` is converted, its unknown fields ignored.
@@ -34,10 +36,14 @@ from typing import Any, ClassVar, TypeVar
 from pydantic_settings import BaseSettings
 
 from fastapi_cachemate import metrics
+from fastapi_cachemate._runtime import boundary
+from fastapi_cachemate._runtime.breaker import BackendUnavailable
 from fastapi_cachemate._runtime.flow import Runtime
 from fastapi_cachemate.core import layout
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.coders.orjson import OrjsonCoderManager
+from fastapi_cachemate.core.compress.zlib import ZlibCompressManager
 from fastapi_cachemate.core.layout import DEFAULT_PREFIX
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
@@ -136,8 +142,9 @@ class CacheSetup:
     ) -> None:
         """Configure the cache; replaces any previous configuration.
 
-        coder_manager and compress_manager are the seed's; accepted for compatibility and
-        not used (entries are MessagePack + zstd written by the native core).
+        coder_manager and compress_manager are the seed's; kept for compatibility (the
+        accessors return them) and not used (entries are MessagePack + zstd written by the
+        native core).
         """
         prefix = layout.check_prefix(prefix, "CacheSetup.setup(prefix=...)")
         cache_settings = _convert_settings(settings)
@@ -161,7 +168,12 @@ class CacheSetup:
                 "CacheSetup: coder_manager / compress_manager are accepted for compatibility "
                 "and not used: entries are MessagePack + zstd (see compression_mode)"
             )
-        extras = {"coder_manager": coder_manager, "compress_manager": compress_manager}
+        extras = {
+            "coder_manager": OrjsonCoderManager() if coder_manager is None else coder_manager,
+            "compress_manager": (
+                ZlibCompressManager() if compress_manager is None else compress_manager
+            ),
+        }
         lock_manager.default_lock_ttl = cache_settings.ttl_lock_seconds
         cls._config = _Config(backend, lock_manager, prefix, cache_settings, extras)
         metrics.track_breaker(cls._config.runtime.breaker)  # the breaker gauge reads it
@@ -217,12 +229,14 @@ class CacheSetup:
 
     @classmethod
     def coder_manager(cls) -> Any:
-        """The seed's coder_manager argument as given (not used)."""
+        """The seed's coder_manager argument as given, else an ``OrjsonCoderManager``
+        (kept for code that calls it; entries do not use it)."""
         return cls._require().extras["coder_manager"]
 
     @classmethod
     def compress_manager(cls) -> Any:
-        """The seed's compress_manager argument as given (not used)."""
+        """The seed's compress_manager argument as given, else a ``ZlibCompressManager``
+        (kept for code that calls it; entries do not use it)."""
         return cls._require().extras["compress_manager"]
 
     @classmethod
@@ -304,7 +318,11 @@ class CacheSetup:
             for callback in list(cls._close_callbacks):
                 await callback()
         finally:
-            await config.backend.close()
+            backend = config.backend
+            try:
+                await boundary.call(backend.close, boundary.ignored)
+            except BackendUnavailable as exc:  # the app still shuts down
+                logger.warning("CacheSetup.close(): the backend's close() failed: %s", exc)
 
     @classmethod
     async def reset(cls) -> None:

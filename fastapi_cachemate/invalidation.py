@@ -13,8 +13,11 @@ endpoint in one line (docs/invalidation.md).
   endpoints (called with the handler's parameters of the same names) are invalidated.
 
 Every call is bounded (docs/keys-and-invalidation.md) and returns the number of entries
-removed. A computation that was in flight when the invalidation landed does not store its
-result (generations). With no configured cache (``CacheSetup.setup()`` not called), every
+removed. A backend that fails (whatever it raises, or a reply that is not a count) makes
+the call raise ``fastapi_cachemate._runtime.breaker.BackendUnavailable`` (the error as its
+``__cause__``); ``@invalidates`` logs it and the write's response goes out unchanged. A
+computation that was in flight when the invalidation landed does not store its result
+(generations). With no configured cache (``CacheSetup.setup()`` not called), every
 call is a no-op answering 0.
 """
 
@@ -40,7 +43,8 @@ from starlette.types import ASGIApp
 
 from fastapi_cachemate._route.introspect import is_subclass, request_aliases
 from fastapi_cachemate._route.keyer import RouteKeyer
-from fastapi_cachemate._runtime.breaker import DEFAULT_FAILURE_TYPES
+from fastapi_cachemate._runtime import boundary
+from fastapi_cachemate._runtime.breaker import BackendUnavailable
 from fastapi_cachemate.cache_setup import CacheSetup
 
 __all__ = [
@@ -404,7 +408,8 @@ async def invalidate(
         return 0
     values = {**(params or {}), **kwargs}
     keys = keys_for(target, values, app=app, headers=headers, cookies=cookies)
-    return await CacheSetup.backend().invalidate_keys(*keys)
+    backend = CacheSetup.backend()
+    return await _backend_call(lambda: backend.invalidate_keys(*keys))
 
 
 async def invalidate_tags(*tags: str) -> int:
@@ -414,14 +419,25 @@ async def invalidate_tags(*tags: str) -> int:
             raise TypeError(f"a tag must be a str, got {tag!r}")
     if not tags or not CacheSetup.is_configured():
         return 0
-    return await CacheSetup.backend().invalidate_tags(CacheSetup.prefix(), *tags)
+    backend, prefix = CacheSetup.backend(), CacheSetup.prefix()
+    return await _backend_call(lambda: backend.invalidate_tags(prefix, *tags))
 
 
 async def invalidate_namespace() -> int:
     """Invalidate every entry under the configured prefix; entries removed."""
     if not CacheSetup.is_configured():
         return 0
-    return await CacheSetup.backend().invalidate_namespace(CacheSetup.prefix())
+    backend, prefix = CacheSetup.backend(), CacheSetup.prefix()
+    return await _backend_call(lambda: backend.invalidate_namespace(prefix))
+
+
+async def _backend_call(factory: Callable[[], Awaitable[Any]]) -> int:
+    """The invalidation's backend call at the boundary: its count of entries removed, or
+    ``BackendUnavailable`` for whatever it raised or answered otherwise. Not through the
+    request path's breaker nor bounded by backend_timeout: a tag or namespace walk takes
+    as long as its key count, and a write's invalidation must not be skipped because
+    reads timed out."""
+    return await boundary.call(factory, boundary.count)
 
 
 # --- the one-line form for write endpoints -------------------------------------------------------
@@ -514,5 +530,5 @@ async def _after_write(
         for endpoint, names in targets:
             params = {k: v for k, v in values.items() if k in names}
             await invalidate(endpoint, app=app, params=params)
-    except DEFAULT_FAILURE_TYPES as exc:  # the backend is unavailable
+    except BackendUnavailable as exc:  # the backend failed or answered junk
         logger.error("%s: invalidation failed (%s): entries expire with their ttl", where, exc)

@@ -10,9 +10,12 @@ what that costs next to a memory hit). Everything else reads:
 - ``STATS``: the process's ``Stats`` (``_native.Stats``, or its twin under
   ``FASTAPI_CACHEMATE_PURE=1``); ``reset()`` zeroes it (tests).
 
-Counter names are ``STATS_COUNTERS`` (see ``_native.pyi``); the reasons a response is not
-stored are ``NOT_STORED_REASONS``, and ``reason_index(text)`` maps the request path's reason
-strings (``"status 404"``, ``"set-cookie"``, ``"cache-control: no-store"``, ...) onto them.
+Counter names are ``STATS_COUNTERS`` (see ``_native.pyi``); the reason counters are
+``NOT_STORED_REASONS``. Why a response was not stored is a :class:`NotStored` member, made
+where the decision is made (``rules``, ``http``, ``cache``, ``flow``) and counted by
+``not_stored(row, reason)``: no text is parsed on the way, so no reason can be counted as
+another. A reason the counters have no ``not_stored_<reason>`` for (``NOT_STORED_COUNTERS``
+maps it to None) counts in ``not_stored`` only.
 
 Endpoint names: the route's path template (``endpoint_name(route)``, e.g. ``/items/{id}``),
 so the set of names is bounded by the app's routes, never by its URLs.
@@ -20,6 +23,7 @@ so the set of names is bounded by the app's routes, never by its URLs.
 
 from __future__ import annotations
 
+import enum
 import weakref
 from typing import Any, Final, Protocol, TypedDict
 
@@ -31,16 +35,18 @@ Stats = kernels.Stats
 
 __all__ = [
     "BREAKER_STATES",
+    "NOT_STORED_COUNTERS",
     "NOT_STORED_REASONS",
     "STATS",
     "STATS_COUNTERS",
     "CacheStats",
     "EndpointStats",
+    "NotStored",
     "Stats",
     "endpoint",
     "endpoint_name",
     "hit_ratio",
-    "reason_index",
+    "not_stored",
     "reset",
     "set_breaker_state",
     "snapshot",
@@ -97,35 +103,55 @@ def endpoint_name(route: Any) -> str:
     return name if isinstance(name, str) and name else repr(route)
 
 
-def reason_index(reason: str) -> int:
-    """The ``NOT_STORED_REASONS`` index of a reason given as text.
+class NotStored(enum.Enum):
+    """Why a response was not stored; the value is its Cache-Status ``detail`` token
+    (``STATUS``'s detail carries the code: ``status-404``)."""
 
-    Accepts the reason names themselves (``"too_large"``) and the request path's phrases:
-    ``"status 404"`` -> status, ``"set-cookie"`` -> set_cookie, ``"cache-control: no-store"``
-    (no-store wins over private when both are named) -> no_store, ``"cache-control:
-    private"`` -> private, ``"vary: *"`` -> vary_star. Anything else is ``error``.
-    """
-    text = reason.strip().lower()
-    key = text.replace("-", "_")
-    if key in NOT_STORED_REASONS:
-        return NOT_STORED_REASONS.index(key)
-    if text.startswith("status"):
-        return REASON_STATUS
-    if "set-cookie" in text or "set_cookie" in text:
-        return REASON_SET_COOKIE
-    if "no-store" in text or "no_store" in text:
-        return REASON_NO_STORE
-    if "private" in text:
-        return REASON_PRIVATE
-    if text.startswith("vary"):
-        return REASON_VARY_STAR
-    if "authorization" in text:
-        return REASON_AUTHORIZATION
-    if "too large" in text or "max_entry_bytes" in text:
-        return REASON_TOO_LARGE
-    if "stream" in text or "file" in text:
-        return REASON_STREAMING
-    return REASON_ERROR
+    STATUS = "status"  # the status is not among the stored ones (or an HTTPException)
+    SET_COOKIE = "set-cookie"
+    NO_STORE = "no-store"
+    PRIVATE = "private"
+    VARY_STAR = "vary-star"
+    VARY_UNKEYED = "vary-unkeyed"  # Vary names a request header the key does not hold
+    HEAD = "head"  # the endpoint saw HEAD: its answer is not the GET's
+    HEAD_EMPTY_BODY = "head-empty-body"
+    AUTHORIZATION = "authorization"
+    TOO_LARGE = "too-large"
+    STREAMING = "streaming"
+    ERROR = "error"  # the endpoint raised, the entry could not be encoded, the backend failed
+
+
+#: The ``not_stored_<reason>`` counter of each reason (a ``NOT_STORED_REASONS`` name), or
+#: None: the counters have none of its own, it counts in ``not_stored`` only.
+NOT_STORED_COUNTERS: Final[dict[NotStored, str | None]] = {
+    NotStored.STATUS: "status",
+    NotStored.SET_COOKIE: "set_cookie",
+    NotStored.NO_STORE: "no_store",
+    NotStored.PRIVATE: "private",
+    NotStored.VARY_STAR: "vary_star",
+    NotStored.VARY_UNKEYED: None,
+    NotStored.HEAD: None,
+    NotStored.HEAD_EMPTY_BODY: None,
+    NotStored.AUTHORIZATION: "authorization",
+    NotStored.TOO_LARGE: "too_large",
+    NotStored.STREAMING: "streaming",
+    NotStored.ERROR: "error",
+}
+
+_NOT_STORED_TOTAL: Final = STATS_COUNTERS.index("not_stored")
+_REASON_INDEX: Final[dict[NotStored, int | None]] = {
+    reason: None if name is None else NOT_STORED_REASONS.index(name)
+    for reason, name in NOT_STORED_COUNTERS.items()
+}
+
+
+def not_stored(row: EndpointStats, reason: NotStored) -> None:
+    """Count a response of row's endpoint that was not stored, for reason."""
+    index = _REASON_INDEX[reason]
+    if index is None:
+        row.add(_NOT_STORED_TOTAL)
+    else:
+        row.not_stored(index)
 
 
 def set_breaker_state(state: str | int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fastapi_cachemate.core.types import MAX_LOCK_TTL_SECONDS, CompressionMode
@@ -23,12 +23,14 @@ class BaseCacheSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 6379
     db: int = 0
-    ttl_lock_seconds: int = Field(default=MAX_LOCK_TTL_SECONDS, ge=1)
+    # 0 or less: the default, MAX_LOCK_TTL_SECONDS (the seed's lock manager read 0 so)
+    ttl_lock_seconds: int = Field(default=MAX_LOCK_TTL_SECONDS)
     bypass_header: str = Field(default=DEFAULT_BYPASS_HEADER)
     bypass_value: str | None = Field(default=None)
     # milliseconds (the seed's comment said seconds; its arithmetic is in ms)
-    max_planing_execution_time: int = Field(default=MAX_LOCK_TTL_SECONDS * 1000, ge=0)
-    buffer: float = Field(default=0.2, ge=0)
+    # Negative values (the seed accepted them) count as 0 in the refresh arithmetic.
+    max_planing_execution_time: int = Field(default=MAX_LOCK_TTL_SECONDS * 1000)
+    buffer: float = Field(default=0.2)
     compression_mode: CompressionMode = Field(default="smart")
     compression_min_size_bytes: int = Field(default=1024, ge=0)
 
@@ -55,3 +57,9 @@ class BaseCacheSettings(BaseSettings):
     max_entry_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     # seconds CacheSetup.close() lets background work (refreshes) finish before cancelling it
     close_timeout: float = Field(default=5.0, ge=0)
+
+    @field_validator("ttl_lock_seconds", mode="after")
+    @classmethod
+    def _lock_ttl_default(cls, value: int) -> int:
+        """The seed accepted any int; 0 or less means the default lock TTL."""
+        return value if value > 0 else MAX_LOCK_TTL_SECONDS

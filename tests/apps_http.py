@@ -129,6 +129,12 @@ def build_http_app(lifespan: Lifespan | None = None) -> FastAPI:
             return Response(status_code=200, headers={"x-method": "HEAD"})
         return Response(f"full body {calls['both-raw']}", headers={"x-method": "GET"})
 
+    @app.api_route("/empty", methods=["GET", "HEAD"])
+    @cache_response(ttl=60)
+    async def empty() -> Response:
+        calls["empty"] += 1
+        return Response(b"", media_type="text/plain")
+
     # Reads Authorization through the raw Request: the key does not hold it.
     @app.get("/whoami")
     @cache_response(ttl=60)

@@ -244,6 +244,43 @@ def test_stats_from_redis_decoded(r: redis.Redis, url: str) -> None:
     assert other["entries"] == 1
 
 
+def _junk_in_every_kind_of_key(r: redis.Redis) -> None:
+    """Entries of another type and of junk bytes, a generation and a lock of another type,
+    a tag set that is a hash."""
+    r.rpush(KEY_A, b"a", b"list")
+    r.set(KEY_B, b"\xff junk")
+    r.hset(KEY_C + ":gen", b"f", b"v")
+    r.rpush(KEY_C + ":lock", b"x")
+    r.hset(f"{PREFIX}:tag:{{users}}", b"f", b"v")
+
+
+def test_stats_with_junk_in_the_cache_keys(r: redis.Redis, url: str) -> None:
+    _junk_in_every_kind_of_key(r)
+    decoded = cli("stats", "--url", url, "--decode", "--json")
+    assert decoded.returncode == 0, decoded.stderr
+    result = json.loads(decoded.stdout)
+    assert (result["entries"], result["unreadable"]) == (2, 2)
+    assert (result["locks"], result["generations"]) == (1, 1)
+    plain = cli("stats", "--url", url, "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["entry_bytes"] == len(b"\xff junk")
+
+
+def test_purge_with_junk_in_the_cache_keys(r: redis.Redis, url: str) -> None:
+    _junk_in_every_kind_of_key(r)
+    for target in (("--namespace", PREFIX), ("--tag", "users")):
+        refused = cli("purge", "--url", url, *target)
+        assert refused.returncode == 1
+        assert "WRONGTYPE" in refused.stderr
+        assert "--scan removes by SCAN + UNLINK" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    by_tag = cli("purge", "--url", url, "--tag", "users", "--scan")
+    assert by_tag.returncode == 0, by_tag.stderr
+    by_scan = cli("purge", "--url", url, "--namespace", PREFIX, "--scan")
+    assert by_scan.returncode == 0, by_scan.stderr
+    assert r.exists(KEY_A, KEY_B, KEY_C + ":gen", KEY_C + ":lock") == 0
+
+
 def test_stats_redis_down() -> None:
     out = cli("stats", "--url", f"redis://127.0.0.1:{free_port()}/0")
     assert out.returncode == 1

@@ -127,26 +127,34 @@ async def test_stale_while_revalidate_headers(http_app: HttpApp) -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "reason"),
+    ("method", "path", "detail", "counter"),
     [
-        ("not-found", "status"),
-        ("set-cookie", "set_cookie"),
-        ("no-store", "no_store"),
-        ("private", "private"),
-        ("vary-star", "vary_star"),
-        ("vary-unkeyed", "vary_star"),
+        ("GET", "/default/not-found", "status-404", "status"),
+        ("GET", "/default/set-cookie", "set-cookie", "set_cookie"),
+        ("GET", "/default/no-store", "no-store", "no_store"),
+        ("GET", "/default/private", "private", "private"),
+        ("GET", "/default/vary-star", "vary-star", "vary_star"),
+        # reasons the counters have no not_stored_<reason> of: in not_stored only
+        ("GET", "/default/vary-unkeyed", "vary-unkeyed", None),
+        ("HEAD", "/both-raw", "head", None),
+        ("HEAD", "/empty", "head-empty-body", None),
     ],
 )
 async def test_verdicts_are_counted_as_not_stored(
-    http_app: HttpApp, case: str, reason: str
+    http_app: HttpApp, method: str, path: str, detail: str, counter: str | None
 ) -> None:
     metrics.reset()
     app = http_app()
     async with served(app) as client:
-        answer = await client.get(f"/default/{case}")
+        answer = await client.request(method, path)
     assert answer.headers[STATUS] == "MISS"
-    row = {k: v for k, v in metrics.snapshot()["endpoints"]["/default/{case}"].items() if v}
-    assert row == {"misses": 1, "not_stored": 1, f"not_stored_{reason}": 1}
+    assert answer.headers[CACHE_STATUS] == f"fastapi-cachemate; fwd=uri-miss; detail={detail}"
+    counted = [{k: v for k, v in r.items() if v} for r in metrics.snapshot()["endpoints"].values()]
+    (row,) = [r for r in counted if r]  # the one endpoint requested
+    expected = {"misses": 1, "not_stored": 1}
+    if counter is not None:
+        expected[f"not_stored_{counter}"] = 1
+    assert row == expected
 
 
 async def test_authorization_refusal_is_counted(http_app: HttpApp) -> None:

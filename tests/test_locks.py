@@ -273,6 +273,8 @@ async def test_redis_lock_expires(redis_server: RedisServer) -> None:
         await client.aclose()
 
 
-def test_redis_lock_manager_needs_a_redis_backend() -> None:
-    with pytest.raises(TypeError, match="needs a RedisBackend"):
-        RedisLockManager(MemoryBackend(max_bytes=4096))  # type: ignore[arg-type]
+def test_redis_lock_manager_needs_a_backend_over_a_redis_client() -> None:
+    with pytest.raises(TypeError, match=r"needs a Backend whose client is a redis\.asyncio"):
+        RedisLockManager(MemoryBackend(max_bytes=4096))
+    with pytest.raises(TypeError, match="got object with client NoneType"):
+        RedisLockManager(object())  # type: ignore[arg-type]

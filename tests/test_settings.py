@@ -91,8 +91,6 @@ def test_subclass_keeps_extra_init_kwargs_ignored() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("ttl_lock_seconds", 0),
-        ("buffer", -0.1),
         ("compression_mode", "sometimes"),
         ("compression_min_size_bytes", -1),
         ("backend_timeout", 0),

@@ -49,6 +49,7 @@ from fastapi_cachemate._request.rules import (
     vary_names,
 )
 from fastapi_cachemate._route.keyer import RouteKeyer
+from fastapi_cachemate.metrics import NotStored
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = [
@@ -182,7 +183,8 @@ def _checked_seconds(status: object, ttl: object) -> float:
 
 
 class Verdict(NamedTuple):
-    """May a rendered response be stored? ``reason`` is None when it may.
+    """May a rendered response be stored? ``reason`` is None when it may; else why not,
+    counted as it is (``metrics.not_stored``), and ``detail`` its Cache-Status detail.
 
     ``added`` are the headers the cache adds (stored with the entry and sent on the miss):
     ``Vary`` for the keyed request headers the response does not list yet, and ``ETag``
@@ -191,10 +193,16 @@ class Verdict(NamedTuple):
     """
 
     ttl: float
-    reason: str | None
+    reason: NotStored | None
     added: tuple[tuple[bytes, bytes], ...] = ()
     etag: bytes = b""
     own_cache_control: bool = False
+    detail: str = ""
+
+    @classmethod
+    def refused(cls, reason: NotStored, detail: str | None = None) -> Verdict:
+        """Not storable, for reason (detail: its token unless given)."""
+        return cls(0.0, reason, detail=reason.value if detail is None else detail)
 
     @property
     def storable(self) -> bool:
@@ -412,10 +420,10 @@ class RouteHTTP:
         """May this response (headers: those that would be stored) be stored, and how."""
         ttl = self._statuses.ttl_for(status)
         if ttl is None:
-            return Verdict(0.0, f"status-{status}")
+            return Verdict.refused(NotStored.STATUS, f"status-{status}")
         reason = header_refusal(headers)
         if reason is not None:
-            return Verdict(0.0, reason)
+            return Verdict.refused(reason)
         own_etag = b""
         own_cache_control = False
         listed: list[bytes] = []
@@ -429,12 +437,12 @@ class RouteHTTP:
         varied = vary_names(listed)
         if any(name.encode("latin-1") not in self._varies for name in varied):
             # The endpoint says the response depends on a request header the key ignores.
-            return Verdict(0.0, "vary-unkeyed")
+            return Verdict.refused(NotStored.VARY_UNKEYED)
         if request.scope.get("method") == "HEAD":
             if self._raw:  # the endpoint saw HEAD: its answer is not the GET entry
-                return Verdict(0.0, "head")
+                return Verdict.refused(NotStored.HEAD)
             if not body and is_body_allowed_for_status_code(status):
-                return Verdict(0.0, "head-empty-body")
+                return Verdict.refused(NotStored.HEAD_EMPTY_BODY)
         added: list[tuple[bytes, bytes]] = []
         missing = [name for name in self._vary if name not in varied]
         if missing:
@@ -552,9 +560,9 @@ class RouteHTTP:
         headers = rendered.raw_headers
         if not verdict.storable:
             headers.append(_X_MISS)
-            reason = (verdict.reason or "").encode("latin-1")
+            detail = verdict.detail.encode("latin-1")
             headers.append(
-                (CACHE_STATUS_HEADER, cache_status(b"fwd=" + fwd, *params, b"detail=" + reason))
+                (CACHE_STATUS_HEADER, cache_status(b"fwd=" + fwd, *params, b"detail=" + detail))
             )
             return rendered
         headers.extend(verdict.added)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 from starlette.requests import Request
 
 from fastapi_cachemate.core.types import ByPass
+from fastapi_cachemate.metrics import NotStored
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = [
@@ -47,6 +48,8 @@ is_bypass: ContextVar[bool] = ContextVar("is_bypass", default=False)
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 _SKIP_DIRECTIVES = frozenset({"no-cache", "no-store"})
+# Cache-Control directives of a response that forbid storing it, no-store first
+_DIRECTIVE_REFUSALS = (("no-store", NotStored.NO_STORE), ("private", NotStored.PRIVATE))
 
 
 class CacheStatuses(str, Enum):
@@ -186,8 +189,8 @@ def refusal(request: Request, bypass: ByPass, settings: BaseCacheSettings) -> Re
     return None
 
 
-def header_refusal(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why these response headers forbid storing (a token for Cache-Status detail) or None.
+def header_refusal(headers: list[tuple[bytes, bytes]]) -> NotStored | None:
+    """Why these response headers forbid storing (its value: the Cache-Status detail) or None.
 
     Never stored, whatever the status (RFC 9111 section 3 for a shared cache): a response
     that sets a cookie (one client's cookie would be replayed to all), that says
@@ -196,16 +199,16 @@ def header_refusal(headers: list[tuple[bytes, bytes]]) -> str | None:
     cache_control: list[str] = []
     for name, value in headers:
         if name == b"set-cookie":
-            return "set-cookie"
+            return NotStored.SET_COOKIE
         if name == b"cache-control":
             cache_control.append(value.decode("latin-1"))
         elif name == b"vary" and b"*" in value and "*" in vary_names([value]):
-            return "vary-star"
+            return NotStored.VARY_STAR
     if cache_control:
         directives = cache_control_directives(cache_control)
-        for directive in ("no-store", "private"):
+        for directive, reason in _DIRECTIVE_REFUSALS:
             if directive in directives:
-                return directive
+                return reason
     return None
 
 

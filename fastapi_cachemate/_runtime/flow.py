@@ -38,12 +38,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from starlette.exceptions import HTTPException
 
 from fastapi_cachemate import _log, metrics
 from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate._runtime import boundary
 from fastapi_cachemate._runtime.breaker import BackendUnavailable, CircuitBreaker
 from fastapi_cachemate._runtime.lease import (
     Found,
@@ -77,6 +78,7 @@ _backend_health = _log.BackendHealth(logger)
 REFRESH_HOLD_OFF = 1.0
 
 Headers = tuple[tuple[bytes, bytes], ...]
+T = TypeVar("T")
 
 
 class Runtime:
@@ -101,8 +103,12 @@ class Runtime:
         #: the backend lives in this process (MemoryBackend): no I/O to time out, no outage
         #: to detect; its calls skip the breaker (~5 us per hit)
         self.in_process = in_process
+        # counts every failure of a backend call (boundary.FAILURES), not only I/O errors
         self.breaker = CircuitBreaker(
-            settings.breaker_failures, settings.breaker_reset, name="cache-backend"
+            settings.breaker_failures,
+            settings.breaker_reset,
+            name="cache-backend",
+            failure_types=boundary.FAILURES,
         )
         self.flight = SingleFlight()  # computations
         # Lookups: concurrent requests of one key share one backend GET (a hot key under
@@ -211,6 +217,7 @@ class Flow:
         "stale_if_error",
         "stale_while_revalidate",
         "stats",
+        "unreachable",
     )
 
     def __init__(
@@ -234,6 +241,9 @@ class Flow:
         self.stale_if_error = stale_if_error
         self.stats = stats  # the endpoint's counters (fastapi_cachemate.metrics)
         self.down = False  # a backend call failed in this request: no more backend calls
+        # the failure was the backend's absence (a connection error, a timeout, an open
+        # breaker), not a bad reply: a held lock is then left to expire, not unlocked
+        self.unreachable = False
 
     @property
     def grace(self) -> float:
@@ -244,6 +254,28 @@ class Flow:
         return self.runtime.clock()
 
     # --- backend calls: through the breaker, none after the first failure ----------------
+    async def _call(
+        self, operation: str, factory: Callable[[], Awaitable[Any]], check: Callable[[Any], T]
+    ) -> T:
+        """One backend call at the boundary (``boundary.call``): through the breaker
+        unless the backend lives in this process. A failure (whatever was raised or
+        answered) marks the request down, is counted and logged (once per state change),
+        and is raised as ``BackendUnavailable``."""
+        runtime = self.runtime
+        try:
+            if runtime.in_process:
+                value = await boundary.call(factory, check)
+            else:
+                value = await boundary.call(
+                    factory, check, breaker=runtime.breaker, timeout=self.settings.backend_timeout
+                )
+        except BackendUnavailable as exc:
+            self._failed(operation, exc)
+            raise
+        if _backend_health.down:
+            _backend_health.recovered(operation, key=self.key, endpoint=self.stats.name)
+        return value
+
     async def fetch(self) -> bytes | None:
         """The raw bytes at the key; None for a miss or an unavailable backend."""
         try:
@@ -257,7 +289,7 @@ class Flow:
                 "cache: backend failed earlier in this request", short_circuited=True
             )
         if self.runtime.in_process:
-            return await self.backend.fetch(self.key)
+            return await self._fetch_once()
         try:
             raw, _ = await self.runtime.fetches.run(self.key, self._fetch_once)
         except BackendUnavailable:
@@ -268,17 +300,8 @@ class Flow:
     async def _fetch_once(self) -> bytes | None:
         """The backend call of a lookup, through the breaker (made by one request at a time
         per key: ``Runtime.fetches``)."""
-        backend = self.backend
-        try:
-            raw = await self.runtime.breaker.call(
-                lambda: backend.fetch(self.key), self.settings.backend_timeout
-            )
-        except BackendUnavailable as exc:
-            self._failed("fetch", exc)
-            raise
-        if _backend_health.down:
-            _backend_health.recovered("fetch", key=self.key, endpoint=self.stats.name)
-        return raw
+        backend, key = self.backend, self.key
+        return await self._call("fetch", lambda: backend.fetch(key), boundary.blob)
 
     def _ttl_ms(self, ttl: float) -> int:
         """How long the backend keeps an entry of ttl seconds: ttl + grace, in ms."""
@@ -289,19 +312,16 @@ class Flow:
         None when the backend is unavailable (the computation is then not stored)."""
         if self.down:
             return None
-        backend = self.backend
+        backend, key = self.backend, self.key
         tags_ttl_ms = self._ttl_ms(ttl)
-        if self.runtime.in_process:
-            return await backend.begin_compute(self.key, tags=tags, tags_ttl_ms=tags_ttl_ms)
         try:
-            ticket = await self.runtime.breaker.call(
-                lambda: backend.begin_compute(self.key, tags=tags, tags_ttl_ms=tags_ttl_ms),
-                self.settings.backend_timeout,
+            return await self._call(
+                "begin_compute",
+                lambda: backend.begin_compute(key, tags=tags, tags_ttl_ms=tags_ttl_ms),
+                boundary.ticket_of(key),
             )
-        except BackendUnavailable as exc:
-            self._failed("begin_compute", exc)
+        except BackendUnavailable:
             return None
-        return ticket
 
     async def store(self, computed: Computed, ttl: float, lease: Lease | None = None) -> bool:
         """Store the computed entry (ttl + grace in the backend) unless an invalidation
@@ -316,31 +336,31 @@ class Flow:
         if blob is None or ticket is None:
             return False
         if self.down:
-            self.stats.not_stored(metrics.REASON_ERROR)
+            metrics.not_stored(self.stats, metrics.NotStored.ERROR)
             return False
         backend = self.backend
         ttl_ms = self._ttl_ms(ttl)
-        if self.runtime.in_process:
-            stored = await backend.store_if_generation(ticket, blob, ttl_ms)
-        else:
-            unlock = None
-            if lease is not None and self.locks.shares_store(backend):
-                lease.forget()  # stop extending it: the store's round trip unlocks it
-                unlock = (lease.key, lease.token)
+        unlock = None
+        if (
+            lease is not None
+            and not self.runtime.in_process
+            and boundary.shares_store(self.locks, backend)
+        ):
+            lease.forget()  # stop extending it: the store's round trip unlocks it
+            unlock = (lease.key, lease.token)
 
-            def store() -> Awaitable[bool]:
-                if unlock is None:
-                    return backend.store_if_generation(ticket, blob, ttl_ms)
-                return backend.store_if_generation_and_unlock(ticket, blob, ttl_ms, *unlock)
+        def store() -> Awaitable[Any]:
+            if unlock is None:
+                return backend.store_if_generation(ticket, blob, ttl_ms)
+            return backend.store_if_generation_and_unlock(ticket, blob, ttl_ms, *unlock)
 
-            try:
-                stored = await self.runtime.breaker.call(store, self.settings.backend_timeout)
-            except BackendUnavailable as exc:
-                self._failed("store", exc)
-                self.stats.not_stored(metrics.REASON_ERROR)
-                return False
-            if _backend_health.down:
-                _backend_health.recovered("store", key=self.key, endpoint=self.stats.name)
+        try:
+            stored = await self._call("store", store, boundary.flag)
+        except BackendUnavailable:
+            metrics.not_stored(self.stats, metrics.NotStored.ERROR)
+            if lease is not None and unlock is not None and not self.unreachable:
+                await lease.unlock()  # the store that was to release it failed: release it
+            return False
         if not stored:
             logger.debug("cache: %r was invalidated while computed: not stored", self.key)
             return False
@@ -350,6 +370,7 @@ class Flow:
     def _failed(self, operation: str, exc: BackendUnavailable) -> None:
         """A backend call of this request failed: no more calls in this request."""
         self.down = True
+        self.unreachable = boundary.unreachable(exc)
         if exc.short_circuited:  # no call was made (breaker open): nothing new to report
             logger.debug("cache: backend %s skipped for %r: %s", operation, self.key, exc)
             return
@@ -571,11 +592,15 @@ class Flow:
 
         lock_key = layout.lock_key(self.key)
         take = None
-        if self.locks.shares_store(self.backend):
-            backend = self.backend
+        if boundary.shares_store(self.locks, self.backend):
+            backend, key = self.backend, self.key
 
             async def take() -> tuple[str | None, Any]:
-                token, raw = await backend.lock_and_fetch(lock_key, ttl_ms, self.key)
+                token, raw = await self._call(
+                    "lock_and_fetch",
+                    lambda: backend.lock_and_fetch(lock_key, ttl_ms, key),
+                    boundary.token_and_blob,
+                )
                 return token, usable(raw)
 
         got = await acquire_or_wait(
@@ -599,6 +624,8 @@ class Flow:
             if got.reason == "timeout":
                 self.stats.lock_timeout()
             if got.reason == "unavailable":
+                if not self.down and isinstance(got.error, BackendUnavailable):
+                    self._failed("lock", got.error)  # a lock manager call: count it here
                 self.down = True
                 return await compute()  # nothing stored: its begin finds the request down
             if fallback is not None:
@@ -608,7 +635,7 @@ class Flow:
             computed = await compute()
             if await self.store(computed, computed.ttl, got):
                 computed = computed._replace(stored=True)
-            if self.down:
+            if self.unreachable:
                 got.forget()  # the backend is unavailable: the lock expires by itself
         return computed
 

@@ -29,11 +29,13 @@ Contract
   :class:`Lease`; still taken -> the next delay. When ``wait_timeout`` seconds have passed
   (the last delay is clipped to it, then one last poll) -> ``NoLease("timeout")``. A waiter
   can only recover a dead holder's lock if ``wait_timeout`` is at least that lock's TTL.
-* Backend errors fail open, they are never raised: a backend error in ``try_lock`` or in ``fetch``
-  (:class:`~fastapi_cachemate._runtime.breaker.BackendUnavailable`, ``RedisError``, ``OSError``,
-  ``asyncio.TimeoutError``) -> ``NoLease("unavailable", error=...)``. Anything else (a bug)
-  propagates. ``fetch`` is the caller's: route it through the breaker yourself, and make it
-  return None for a miss *and* for undecodable bytes.
+* Backend errors fail open, they are never raised: every lock call is made at the boundary
+  (``boundary.call``: whatever it raises or answers that is not a reply of the right type
+  becomes :class:`~fastapi_cachemate._runtime.breaker.BackendUnavailable`), and a
+  ``BackendUnavailable`` from a lock call, from ``fetch`` or from ``take`` ->
+  ``NoLease("unavailable", error=...)``. Anything else (a bug) propagates. ``fetch`` and
+  ``take`` are the caller's: make their backend calls at the boundary yourself, and make
+  them return None for a miss *and* for undecodable bytes.
 * Every lock call (``try_lock``, ``extend``, ``unlock``) goes through ``breaker.call(...,
   call_timeout)`` when a breaker is given, else it is only bounded by ``call_timeout``.
 * :class:`Lease` (``async with lease:``): on entry it starts a background extender that calls
@@ -74,12 +76,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Generic, Literal, TypeVar
 
-from fastapi_cachemate._runtime.breaker import (
-    DEFAULT_FAILURE_TYPES,
-    BackendUnavailable,
-    CircuitBreaker,
-    with_timeout,
-)
+from fastapi_cachemate._runtime import boundary
+from fastapi_cachemate._runtime.breaker import BackendUnavailable, CircuitBreaker
 from fastapi_cachemate.core.types import LockManager
 
 __all__ = [
@@ -97,8 +95,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-# what a backend call may raise when the backend is unavailable: fail open on these only
-_UNAVAILABLE: tuple[type[BaseException], ...] = (BackendUnavailable, *DEFAULT_FAILURE_TYPES)
+# what a lock call (through the boundary module) or the caller's fetch raise when the backend is
+# unavailable: fail open on it only
+_UNAVAILABLE: tuple[type[BaseException], ...] = (BackendUnavailable,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +163,8 @@ class NoLease:
 
 
 class _Calls:
-    """Lock-manager calls through the breaker (if any), each bounded by ``timeout``."""
+    """Lock-manager calls at the boundary (``boundary.call``): through the breaker (if
+    any), each bounded by ``timeout``; any failure raised as ``BackendUnavailable``."""
 
     __slots__ = ("breaker", "timeout")
 
@@ -172,19 +172,10 @@ class _Calls:
         self.breaker = breaker
         self.timeout = timeout
 
-    async def __call__(self, factory: Callable[[], Awaitable[R]]) -> R:
-        if self.breaker is not None:
-            return await self.breaker.call(factory, self.timeout)
-        try:
-            return await with_timeout(factory, self.timeout)
-        except DEFAULT_FAILURE_TYPES as exc:
-            raise BackendUnavailable(
-                f"lock: {type(exc).__name__}: {exc}", short_circuited=False
-            ) from exc
-
-
-def _extend_supported(locks: LockManager) -> bool:
-    return type(locks).extend is not LockManager.extend
+    async def __call__(
+        self, factory: Callable[[], Awaitable[object]], check: Callable[[object], R]
+    ) -> R:
+        return await boundary.call(factory, check, breaker=self.breaker, timeout=self.timeout)
 
 
 class Lease:
@@ -239,7 +230,7 @@ class Lease:
             raise RuntimeError("a Lease is entered once")
         loop = asyncio.get_running_loop()
         self._entered_at = loop.time()
-        if _extend_supported(self.locks) and not self._released:
+        if boundary.extends(self.locks) and not self._released:
             self._extender = loop.create_task(
                 self._extend_loop(), name=f"lease-extend:{self.key.hex()[:32]}"
             )
@@ -260,8 +251,15 @@ class Lease:
         extender = self._stop()
         if extender is not None:
             await asyncio.wait([extender])  # not `await extender`: our own cancel is not ours
+        await self.unlock()
+
+    async def unlock(self) -> None:
+        """The unlock call alone, also after ``forget()`` (the call that was to release the
+        lock failed); errors are logged, never raised."""
         try:
-            released = await self._calls(lambda: self.locks.unlock(self.key, self.token))
+            released = await self._calls(
+                lambda: self.locks.unlock(self.key, self.token), boundary.flag
+            )
         except _UNAVAILABLE as exc:
             logger.warning(
                 "lock unlock failed, it expires by itself: %s",
@@ -303,7 +301,7 @@ class Lease:
             await asyncio.sleep(self.extend_every)
             try:
                 kept = await self._calls(
-                    lambda: self.locks.extend(self.key, self.token, self.ttl_ms)
+                    lambda: self.locks.extend(self.key, self.token, self.ttl_ms), boundary.flag
                 )
             except _UNAVAILABLE as exc:
                 self.extend_errors += 1
@@ -338,7 +336,7 @@ async def try_acquire(
     Raises :class:`BackendUnavailable` when the lock manager fails or the breaker is open.
     """
     calls = _Calls(breaker, call_timeout)
-    token = await calls(lambda: locks.try_lock(lock_key, ttl_ms))
+    token = await calls(lambda: locks.try_lock(lock_key, ttl_ms), boundary.token)
     if token is None:
         return None
     return Lease(
@@ -372,18 +370,18 @@ async def acquire_or_wait(
     ``take``: one round trip that tries the lock and reads the value, in that order (a lock
     that lives in the value's store: ``Backend.lock_and_fetch``): (the token, or None when
     the lock is taken; the value now, as ``fetch`` gives it). With it, the attempt and its
-    recheck are one call, and so is each poll.
+    recheck are one call, and so is each poll. Like ``fetch``, it makes its backend call at
+    the boundary itself (it raises ``BackendUnavailable``).
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
     deadline = start + wait_timeout
     polls = 0
-    calls = _Calls(breaker, call_timeout)
 
     async def take_attempt(
         take: Callable[[], Awaitable[tuple[str | None, T | None]]],
     ) -> Lease | Found[T] | None:
-        token, value = await calls(take)
+        token, value = await take()
         lease = None
         if token is not None:
             lease = Lease(

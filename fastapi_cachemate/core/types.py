@@ -184,7 +184,10 @@ class LockManager(ABC):
     # --- what the cache calls: a token per acquisition ------------------------------------
     async def try_lock(self, key: bytes, ttl_ms: int) -> str | None:
         """Take the lock for ttl_ms; a token that proves ownership, or None if taken."""
-        return "" if await self.acquire(key.decode()) else None
+        acquired = await self.acquire(key.decode())
+        if acquired is not None and not isinstance(acquired, int):  # bool included
+            raise TypeError(f"{type(self).__name__}.acquire() must return a bool, got {acquired!r}")
+        return "" if acquired else None
 
     async def unlock(self, key: bytes, token: str) -> bool:
         """Release the lock if token still owns it."""

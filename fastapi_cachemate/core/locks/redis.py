@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import uuid
 
+import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
+from redis.asyncio.cluster import RedisCluster
 
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks import check_lock_ttl, check_ttl_ms
@@ -34,16 +36,21 @@ _SEED_ERRORS = (redis_exceptions.RedisError, OSError, TimeoutError)
 class RedisLockManager(LockManager):
     UNLOCK_SCRIPT = UNLOCK_SCRIPT  # the seed's attribute name
 
-    def __init__(self, backend: RedisBackend, lock_ttl: int | None = None) -> None:
-        if not isinstance(backend, RedisBackend):
+    def __init__(self, backend: Backend, lock_ttl: int | None = None) -> None:
+        """backend: a RedisBackend, or any Backend whose ``client`` is a redis-py asyncio
+        client (``redis.asyncio.Redis`` or ``RedisCluster``): the locks are taken on it."""
+        client = backend.client if isinstance(backend, Backend) else None
+        if not isinstance(client, (aioredis.Redis, RedisCluster)):
             raise TypeError(
-                f"RedisLockManager(backend=...) needs a RedisBackend, got {type(backend).__name__}"
+                "RedisLockManager(backend=...) needs a Backend whose client is a "
+                "redis.asyncio.Redis or RedisCluster (e.g. RedisBackend(client)), got "
+                f"{type(backend).__name__} with client {type(client).__name__}"
             )
         check_lock_ttl(lock_ttl)
         self._backend = backend
+        self._client = client
         self._lock_ttl = lock_ttl
         self._lock_token = str(uuid.uuid4())
-        client = backend.client
         self._unlock = client.register_script(UNLOCK_SCRIPT)
         self._extend = client.register_script(EXTEND_SCRIPT)
 
@@ -80,7 +87,7 @@ class RedisLockManager(LockManager):
         """SET key token NX PX ttl_ms: the new token, or None when the lock is taken."""
         check_ttl_ms(ttl_ms)
         token = new_token()
-        taken = await self._backend.client.set(key, token, nx=True, px=ttl_ms)
+        taken = await self._client.set(key, token, nx=True, px=ttl_ms)
         return token if taken else None
 
     async def unlock(self, key: bytes, token: str) -> bool:
@@ -95,5 +102,6 @@ class RedisLockManager(LockManager):
         return bool(extended == 1)
 
     def shares_store(self, backend: Backend) -> bool:
-        """The locks are in this backend's Redis: its store can release one (same script)."""
-        return backend is self._backend
+        """The locks are in this RedisBackend's Redis: its store can release one (same
+        script). A custom backend over the same client has no such combined calls."""
+        return backend is self._backend and isinstance(backend, RedisBackend)
