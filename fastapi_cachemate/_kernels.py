@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["IMPLEMENTATION", "kernels"]
+__all__ = ["IMPLEMENTATION", "Entry", "kernels"]
 
 if os.environ.get("FASTAPI_CACHEMATE_PURE", "") == "1":
     from fastapi_cachemate import _pure as kernels
@@ -19,3 +19,6 @@ else:
     from fastapi_cachemate import _native as kernels  # type: ignore[no-redef]
 
     IMPLEMENTATION = "c"
+
+#: What ``read_entry`` returns (the twin's class stands for both in annotations).
+Entry = kernels.Entry

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from fastapi_cachemate import cache as cache_module
 from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate._request import pipeline
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.settings import BaseCacheSettings
@@ -215,9 +215,9 @@ async def test_encoding_error_skips_the_store(
 async def test_decorator_before_setup_answers_and_logs_once(
     clean_cache_setup: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cache_module._Unconfigured, "logged", False)
+    monkeypatch.setattr(pipeline._Unconfigured, "logged", False)
     app = build_app(lifespan=None)
-    caplog.set_level(logging.WARNING, logger="fastapi_cachemate.cache")
+    caplog.set_level(logging.WARNING, logger="fastapi_cachemate._request.pipeline")
     async with client_for(app) as client:
         for url in ("/async/1", "/async/1", "/model/2", "/json"):
             response = await client.get(url)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from fastapi_cachemate._request.http import StatusTTLs
+from fastapi_cachemate._request.rules import StatusTTLs
 from fastapi_cachemate.cache import cache_response
 from tests.apps import served
 from tests.apps_http import CASES, CUSTOM_STATUSES, HttpApp, http_app_fixture  # noqa: F401

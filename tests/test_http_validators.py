@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from fastapi_cachemate import CacheSetup
 from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._request.http import RouteHTTP, StatusTTLs, etag_matches, freshness
+from fastapi_cachemate._request import answer
+from fastapi_cachemate._request.answer import etag_matches, freshness
 from fastapi_cachemate._route.keyer import RouteKeyer
 from tests.apps import served
 from tests.apps_http import HttpApp, asgi_call, http_app_fixture  # noqa: F401
@@ -365,20 +366,7 @@ async def test_bypass_mode_is_the_seeds(http_app: HttpApp) -> None:
     assert cached.headers[STATUS] == "HIT"
 
 
-# --- the hooks for issue 5 (stale and collapsed answers) --------------------------------------
-
-
-def _route_http() -> RouteHTTP:
-    keyer = RouteKeyer(
-        prefix="p",
-        route_id="r",
-        mode="declared",
-        query_names=(),
-        scalar_names=frozenset(),
-        header_names=("accept-language",),
-        cookie_names=(),
-    )
-    return RouteHTTP(keyer, StatusTTLs(60))
+# --- stale and collapsed answers -------------------------------------------------------------
 
 
 def _request(method: str = "GET", headers: Sequence[tuple[bytes, bytes]] = ()) -> Request:
@@ -398,33 +386,35 @@ def _entry(created: float, now: float, ttl: float = 60, grace: float = 30) -> An
     return kernels.read_entry(blob, now)
 
 
-def test_stale_hook() -> None:
-    http = _route_http()
+def test_stale_answer() -> None:
     entry = _entry(created=1000.0, now=1072.5)  # 12.5 s past its 60 s ttl
     assert entry.state == kernels.STALE
-    response = http.stale(entry, _request(), Response(), x_cache_status=b"STALE")
+    response = answer.stale(entry, _request(), Response(), x_cache_status=b"STALE")
     headers = dict(response.raw_headers)
     assert headers[b"cache-status"] == b"fastapi-cachemate; hit; ttl=-13"
     assert headers[b"x-cache-status"] == b"STALE"
     assert headers[b"cache-control"] == b"max-age=0"
     assert headers[b"age"] == b"72"
     assert response.body == b"stored body"
-    fallback = http.stale(entry, _request(), Response(), detail=b"stale-if-error")
+    fallback = answer.stale(
+        entry, _request(), Response(), x_cache_status=b"STALE_IF_ERROR", detail=b"stale-if-error"
+    )
     assert dict(fallback.raw_headers)[b"cache-status"] == (
         b"fastapi-cachemate; hit; ttl=-13; detail=stale-if-error"
     )
     etag = entry.etag
-    conditional = http.stale(entry, _request(headers=[(b"if-none-match", etag)]), Response())
+    conditional = answer.stale(
+        entry, _request(headers=[(b"if-none-match", etag)]), Response(), x_cache_status=b"STALE"
+    )
     assert conditional.status_code == 304
     assert conditional.body == b""
 
 
-def test_collapsed_hook() -> None:
-    http = _route_http()
+def test_collapsed_answer() -> None:
     entry = _entry(created=1000.0, now=1000.2)
     dependency = Response()
     dependency.raw_headers.append((b"x-dependency", b"mine"))
-    response = http.collapsed(entry, _request("HEAD"), dependency)
+    response = answer.collapsed(entry, _request("HEAD"), dependency, fwd=b"uri-miss")
     headers = response.raw_headers
     assert (b"cache-status", b"fastapi-cachemate; fwd=uri-miss; collapsed") in headers
     assert (b"x-cache-status", b"MISS") in headers

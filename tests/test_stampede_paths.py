@@ -21,7 +21,7 @@ from fastapi_cachemate import BaseCacheSettings, CacheSetup, metrics
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._runtime.flow import REFRESH_HOLD_OFF
 from fastapi_cachemate._runtime.lease import Lease
-from fastapi_cachemate._runtime.refresh import MARKER, refresh_scope, refresh_ticket
+from fastapi_cachemate._runtime.reentry import MARKER, refresh_scope, refresh_ticket
 from fastapi_cachemate._runtime.tasks import RefreshTasks
 from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.core.backends.redis import RedisBackend

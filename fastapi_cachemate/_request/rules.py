@@ -1,7 +1,7 @@
-"""The first step of a request: may this request use the cache at all?
+"""The rules of HTTP caching, in one place: may a request use the cache, may a response be
+stored, and why not (typed reasons, sent in both status headers and counted).
 
-``refusal()`` returns None when the request may be answered from (and stored in) the cache,
-or a ``Refusal`` that says why not, in both status headers:
+Request rules (:meth:`RouteRules.refuse`), in the seed's order, server decisions first:
 
 - BYPASS (``Cache-Status: fwd=bypass``): the server said so, by the configured bypass header
   and value (``BaseCacheSettings.bypass_header`` / ``bypass_value``) or by ``is_bypass`` set
@@ -10,37 +10,56 @@ or a ``Refusal`` that says why not, in both status headers:
 - NO_CACHE, ``fwd=request``: the client said so (``Cache-Control: no-cache`` or
   ``no-store``) and the ``client_cache_control`` setting is ``"bypass"`` (the seed's
   behaviour). With ``"ignore"`` client directives are ignored; with ``"revalidate"`` they
-  do not refuse the cache here: ``client_max_age()`` tells the hit path (``http``) to
-  refresh an entry that is older than the client accepts.
+  do not refuse the cache: :meth:`RouteRules.revalidation_due` recomputes an entry older
+  than the client accepts;
+- NO_CACHE for what the route's key cannot tell apart: a request with ``Authorization``
+  unless the endpoint opted in (``public=True``) or the key holds it
+  (``vary=["Authorization"]``, a security scheme); a request with a body
+  (``Content-Length`` > 0 or ``Transfer-Encoding``); for an endpoint that reads the raw
+  Request, a request with a host/URL override header (``X-Forwarded-Host``,
+  ``X-Original-URL``, ...) that the key does not hold.
 
-The order is the seed's: server decisions first, then the method and the client's.
+Response rules (:meth:`RouteRules.verdict`): the status is one ``statuses=`` stores
+(:class:`StatusTTLs`), no ``Set-Cookie``, no ``Cache-Control: no-store`` or ``private``, no
+``Vary: *`` nor a Vary on a request header the key ignores, and a HEAD answer only when it
+stands for the GET's. The :class:`Verdict` also says which headers the cache adds (``Vary``,
+``ETag``); ``Verdict.storable`` False is the signal for the single flight to release its
+waiters: they must not share this response.
+
+Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from enum import Enum
 from typing import NamedTuple
 
+from fastapi.utils import is_body_allowed_for_status_code
 from starlette.requests import Request
 
+from fastapi_cachemate._kernels import Entry, kernels
+from fastapi_cachemate._request.status import CacheStatuses, cache_status
+from fastapi_cachemate._route.keyer import RouteKeyer
 from fastapi_cachemate.core.types import ByPass
 from fastapi_cachemate.metrics import NotStored
 from fastapi_cachemate.settings import BaseCacheSettings
 
 __all__ = [
     "CACHEABLE_METHODS",
-    "CACHE_NAME",
-    "CacheStatuses",
+    "REFUSED_AUTHORIZATION",
+    "UNKEYED_OVERRIDE_HEADERS",
     "Refusal",
+    "RouteRules",
+    "StatusTTLs",
+    "Verdict",
     "cache_control_directives",
-    "cache_status",
     "client_max_age",
     "client_skips_cache",
     "header_refusal",
     "is_bypass",
-    "refusal",
+    "refuse",
     "vary_names",
 ]
 
@@ -51,23 +70,26 @@ _SKIP_DIRECTIVES = frozenset({"no-cache", "no-store"})
 # Cache-Control directives of a response that forbid storing it, no-store first
 _DIRECTIVE_REFUSALS = (("no-store", NotStored.NO_STORE), ("private", NotStored.PRIVATE))
 
+#: Request headers that some frameworks and proxies use to override the host, the URL or
+#: the method. An endpoint that reads the raw Request might read them; unless the key holds
+#: them, such a request does not use the cache (it could poison the entry for everyone).
+UNKEYED_OVERRIDE_HEADERS = frozenset(
+    {
+        b"x-forwarded-host",
+        b"x-forwarded-server",
+        b"x-forwarded-prefix",
+        b"x-host",
+        b"x-original-host",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+    }
+)
 
-class CacheStatuses(str, Enum):
-    """The values of the X-Cache-Status header (the seed's names)."""
 
-    CACHE_HIT = "HIT"
-    CACHE_MISS = "MISS"
-    CACHE_BYPASS = "BYPASS"
-    CACHE_NOT = "NO_CACHE"
-
-
-#: The cache's name in the ``Cache-Status`` header (RFC 9211).
-CACHE_NAME = b"fastapi-cachemate"
-
-
-def cache_status(*params: bytes) -> bytes:
-    """A ``Cache-Status`` member: ``fastapi-cachemate; <param>; <param>...`` (RFC 9211)."""
-    return b"; ".join((CACHE_NAME, *params))
+# --- why a request does not use the cache ----------------------------------------------------
 
 
 class Refusal(NamedTuple):
@@ -86,8 +108,20 @@ class Refusal(NamedTuple):
 
 
 REFUSED_BYPASS = Refusal.of(CacheStatuses.CACHE_BYPASS, b"bypass")
+
 REFUSED_METHOD = Refusal.of(CacheStatuses.CACHE_NOT, b"method")
+
 REFUSED_CLIENT = Refusal.of(CacheStatuses.CACHE_NOT, b"request", b"client-no-cache")
+
+REFUSED_AUTHORIZATION = Refusal.of(CacheStatuses.CACHE_NOT, b"request", b"authorization")
+REFUSED_BODY = Refusal.of(CacheStatuses.CACHE_NOT, b"request", b"request-body")
+REFUSED_OVERRIDE = Refusal.of(CacheStatuses.CACHE_NOT, b"request", b"unkeyed-header")
+REFUSED_ROUTE = Refusal.of(CacheStatuses.CACHE_NOT, b"bypass", b"unkeyable-route")
+REFUSED_KEY = Refusal.of(CacheStatuses.CACHE_BYPASS, b"bypass", b"unkeyable-request")
+NOT_BUFFERED = Refusal.of(CacheStatuses.CACHE_NOT, b"uri-miss", b"not-buffered")
+
+
+# --- the client's Cache-Control -------------------------------------------------------------
 
 
 def cache_control_directives(values: list[str]) -> dict[str, str | None]:
@@ -178,15 +212,112 @@ def _bypass_header_matches(request: Request, bypass: ByPass) -> bool:
     return got is not None and got == bypass.value
 
 
-def refusal(request: Request, bypass: ByPass, settings: BaseCacheSettings) -> Refusal | None:
-    """None if the cache may be used for this request, else why not."""
-    if is_bypass.get() or _bypass_header_matches(request, bypass):
-        return REFUSED_BYPASS
-    if request.method not in CACHEABLE_METHODS:
-        return REFUSED_METHOD
-    if settings.client_cache_control == "bypass" and client_skips_cache(request):
-        return REFUSED_CLIENT
-    return None
+# --- what may be stored, and for how long ---------------------------------------------------
+
+
+class StatusTTLs:
+    """Which response statuses are stored, each with its TTL (seconds).
+
+    ``statuses=None``: 2xx except 206, for ``ttl``. Otherwise the complete list: a mapping
+    ``{status: ttl}`` or an iterable of statuses (each for ``ttl``). A status is an int
+    (200..599 except 206 and 304, which a cache cannot store whole) or a class ``"2xx"`` ..
+    ``"5xx"``; an exact status wins over its class.
+    """
+
+    __slots__ = ("_classes", "_exact", "default")
+
+    def __init__(
+        self, ttl: float, statuses: Mapping[int | str, float] | Iterable[int | str] | None = None
+    ) -> None:
+        self.default = ttl
+        self._exact: dict[int, float] = {}
+        self._classes: dict[int, float] = {}
+        if statuses is None:
+            self._classes[2] = ttl
+            return
+        if isinstance(statuses, (str, bytes)):
+            raise TypeError(
+                f"cache_response(statuses=...) must be a mapping or a list, got {statuses!r}"
+            )
+        items = (
+            list(statuses.items())
+            if isinstance(statuses, Mapping)
+            else [(status, ttl) for status in statuses]
+        )
+        for status, status_ttl in items:
+            seconds = _checked_seconds(status, status_ttl)
+            if isinstance(status, str):
+                self._classes[_status_class(status)] = seconds
+            else:
+                self._exact[_checked_status(status)] = seconds
+
+    def longest(self) -> float:
+        """The longest TTL of any stored status (how long a key's tag registrations last:
+        they are made before the computation, whose status is not known yet)."""
+        return max([*self._exact.values(), *self._classes.values()], default=0.0)
+
+    def ttl_for(self, status: int) -> float | None:
+        """The TTL of a response with this status, or None: not stored."""
+        ttl = self._exact.get(status)
+        if ttl is not None:
+            return ttl
+        if status == 206 or status == 304:
+            return None
+        return self._classes.get(status // 100)
+
+
+def _checked_status(status: object) -> int:
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise TypeError(f"cache_response(statuses=...): {status!r} is not a status code")
+    if not 200 <= status <= 599 or status in (206, 304):
+        raise ValueError(
+            f"cache_response(statuses=...): {status} cannot be cached "
+            "(200..599, not 206 Partial Content nor 304 Not Modified)"
+        )
+    return status
+
+
+def _status_class(status: str) -> int:
+    if len(status) == 3 and status[0] in "2345" and status[1:].lower() == "xx":
+        return int(status[0])
+    raise ValueError(
+        f"cache_response(statuses=...): {status!r} is not a status or a class ('2xx'..'5xx')"
+    )
+
+
+def _checked_seconds(status: object, ttl: object) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"cache_response(statuses=...): the ttl of {status!r} must be a number")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise ValueError(f"cache_response(statuses=...): the ttl of {status!r} must be > 0")
+    return float(ttl)
+
+
+class Verdict(NamedTuple):
+    """May a rendered response be stored? ``reason`` is None when it may; else why not,
+    counted as it is (``metrics.not_stored``), and ``detail`` its Cache-Status detail.
+
+    ``added`` are the headers the cache adds (stored with the entry and sent on the miss):
+    ``Vary`` for the keyed request headers the response does not list yet, and ``ETag``
+    unless the endpoint set one. ``etag`` is what ``write_entry`` stores and what
+    If-None-Match is compared with.
+    """
+
+    ttl: float
+    reason: NotStored | None
+    added: tuple[tuple[bytes, bytes], ...] = ()
+    etag: bytes = b""
+    own_cache_control: bool = False
+    detail: str = ""
+
+    @classmethod
+    def refused(cls, reason: NotStored, detail: str | None = None) -> Verdict:
+        """Not storable, for reason (detail: its token unless given)."""
+        return cls(0.0, reason, detail=reason.value if detail is None else detail)
+
+    @property
+    def storable(self) -> bool:
+        return self.reason is None
 
 
 def header_refusal(headers: list[tuple[bytes, bytes]]) -> NotStored | None:
@@ -221,3 +352,128 @@ def vary_names(values: list[bytes]) -> list[str]:
             if name and name not in names:
                 names.append(name)
     return names
+
+
+class RouteRules:
+    """The rules of one cached route, built from its keyer on its first request."""
+
+    __slots__ = ("_authorization_ok", "_keyed", "_raw", "_statuses", "_varies", "_vary")
+
+    def __init__(self, keyer: RouteKeyer, statuses: StatusTTLs, *, public: bool = False) -> None:
+        self._statuses = statuses
+        self._raw = keyer.reads_request
+        headers = [name.lower() for name in keyer.header_names]
+        self._keyed = frozenset(name.encode("latin-1") for name in headers)
+        # What a response may say it varies on: the keyed headers, and Cookie when the key
+        # holds cookies (it holds the ones the endpoint reads).
+        self._varies = self._keyed | ({b"cookie"} if keyer.cookie_names else frozenset())
+        self._authorization_ok = public or b"authorization" in self._keyed
+        # What the response varies on: the keyed request headers (Host is part of the URI).
+        vary = [name for name in headers if name != "host"]
+        if keyer.cookie_names:
+            vary.append("cookie")
+        self._vary = tuple(vary)
+
+    @property
+    def vary(self) -> tuple[str, ...]:
+        """The request header names this route's responses vary on (lower case)."""
+        return self._vary
+
+    def refuse(self, request: Request) -> Refusal | None:
+        """The route's own reasons not to use the cache for this request: what its key
+        cannot tell apart (None: it may)."""
+        for name, value in request.scope["headers"]:
+            if name == b"authorization":
+                if not self._authorization_ok:
+                    return REFUSED_AUTHORIZATION
+            elif name == b"content-length":
+                if value.strip(b" \t0"):  # not (empty or) zero: a body
+                    return REFUSED_BODY
+            elif name == b"transfer-encoding":
+                return REFUSED_BODY
+            elif self._raw and name in UNKEYED_OVERRIDE_HEADERS and name not in self._keyed:
+                return REFUSED_OVERRIDE
+        return None
+
+    def key_request(self, request: Request) -> Request:
+        """The request to key: a HEAD to a raw-Request endpoint is keyed as its GET (the
+        keyer folds HEAD onto GET by itself for every other endpoint)."""
+        if self._raw and request.scope.get("method") == "HEAD":
+            return Request({**request.scope, "method": "GET"})
+        return request
+
+    def revalidation_due(self, request: Request, entry: Entry, settings: BaseCacheSettings) -> bool:
+        """``client_cache_control="revalidate"``: does this request's Cache-Control
+        (``no-cache``, ``no-store``, ``max-age=N``) ask for a fresher response than this
+        entry, and is the entry old enough (``revalidate_min_age``) to be recomputed?
+
+        True means: treat the entry as a miss and go through the one computation that every
+        concurrent request of the key shares (the single-flight), then store its result.
+        """
+        if settings.client_cache_control != "revalidate":
+            return False
+        limit = client_max_age(request)
+        if limit is None:
+            return False
+        age = entry.age
+        return age > limit and age >= settings.revalidate_min_age
+
+    def verdict(
+        self,
+        request: Request,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | memoryview,
+    ) -> Verdict:
+        """May this response (headers: those that would be stored) be stored, and how."""
+        ttl = self._statuses.ttl_for(status)
+        if ttl is None:
+            return Verdict.refused(NotStored.STATUS, f"status-{status}")
+        reason = header_refusal(headers)
+        if reason is not None:
+            return Verdict.refused(reason)
+        own_etag = b""
+        own_cache_control = False
+        listed: list[bytes] = []
+        for name, value in headers:
+            if name == b"etag":
+                own_etag = own_etag or value
+            elif name == b"cache-control":
+                own_cache_control = True
+            elif name == b"vary":
+                listed.append(value)
+        varied = vary_names(listed)
+        if any(name.encode("latin-1") not in self._varies for name in varied):
+            # The endpoint says the response depends on a request header the key ignores.
+            return Verdict.refused(NotStored.VARY_UNKEYED)
+        if request.scope.get("method") == "HEAD":
+            if self._raw:  # the endpoint saw HEAD: its answer is not the GET entry
+                return Verdict.refused(NotStored.HEAD)
+            if not body and is_body_allowed_for_status_code(status):
+                return Verdict.refused(NotStored.HEAD_EMPTY_BODY)
+        added: list[tuple[bytes, bytes]] = []
+        missing = [name for name in self._vary if name not in varied]
+        if missing:
+            added.append((b"vary", ", ".join(missing).encode("latin-1")))
+        etag = own_etag
+        if not etag:
+            etag = kernels.body_etag(body)
+            added.append((b"etag", etag))
+        return Verdict(ttl, None, tuple(added), etag, own_cache_control)
+
+
+def refuse(
+    request: Request, rules: RouteRules | None, bypass: ByPass, settings: BaseCacheSettings
+) -> Refusal | None:
+    """Why this request does not use the cache (None: it does). ``rules`` None: the route
+    cannot be keyed. The order is the seed's: the server's decisions, the method, the
+    client's Cache-Control; then the route's own."""
+    if is_bypass.get() or _bypass_header_matches(request, bypass):
+        return REFUSED_BYPASS
+    if request.method not in CACHEABLE_METHODS:
+        return REFUSED_METHOD
+    if settings.client_cache_control == "bypass" and client_skips_cache(request):
+        return REFUSED_CLIENT
+    if rules is None:
+        return REFUSED_ROUTE
+    return rules.refuse(request)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from fastapi.dependencies.models import Dependant
 from starlette.requests import Request
@@ -43,7 +43,6 @@ from fastapi_cachemate._route.introspect import param_model
 __all__ = [
     "LOOKUP_SCOPE_KEY",
     "HitFirstApp",
-    "Lookup",
     "blocker",
     "install",
     "installed",
@@ -66,15 +65,6 @@ _CONNECTION_PARAMS = (
     "background_tasks_param_name",
     "security_scopes_param_name",
 )
-
-
-class Lookup(NamedTuple):
-    """What the hit-first path found for the request's key."""
-
-    key: bytes
-    missing: bool  # the backend had nothing at the key (not: unreadable or expired bytes)
-    entry: Any  # the decoded entry (any state) or None
-    down: bool  # the backend call failed: no more backend calls in this request
 
 
 Answer = Callable[[Request], Awaitable[Response | None]]

@@ -1,6 +1,7 @@
 """The resilient request path: one computation per key, background refresh, stale serving,
-fail-open backend calls. ``cache.py`` calls it at three points (lookup, hit, miss); it
-knows nothing of FastAPI's rendering (``cache.py`` passes a ``compute`` callable).
+fail-open backend calls. The pipeline (``_request/pipeline.py``) calls it at three points
+(lookup, hit, miss); it knows nothing of FastAPI's rendering (the pipeline passes a
+``compute`` callable).
 
 Per configuration (``CacheSetup.setup()`` makes one :class:`Runtime`): a circuit breaker for
 the backend, a :class:`SingleFlight`, a bounded :class:`RefreshTasks` registry (drained by
@@ -19,10 +20,11 @@ Per request, one :class:`Flow`:
   ``ttl_lock_seconds`` on a cold miss); a waiter that finds the value serves it; a waiter
   that times out computes without storing (or serves a stale entry it holds); an
   unavailable backend computes without storing;
-- a hit (:meth:`Flow.on_hit`): when ``refresh_due`` (or ``xfetch_due``) says so, ONE
-  background refresh: deduplicated per key in the process (``RefreshTasks``) and across
-  processes by a non-waiting ``try_acquire`` of the lock; see ``_runtime/refresh.py`` for how it
-  gets fresh dependencies (it re-enters the app through ASGI);
+- a hit: when :meth:`Flow.early_refresh_due` says so (``refresh_due`` or ``xfetch_due``),
+  ONE background refresh (:meth:`Flow.start_background_refresh`): deduplicated per key in
+  the process (``RefreshTasks``) and across processes by a non-waiting ``try_acquire`` of
+  the lock; see ``_runtime/reentry.py`` for how it gets fresh dependencies (it re-enters
+  the app through ASGI);
 - stale entries: inside ``stale_while_revalidate`` past the TTL the entry is served
   (``STALE``) while one refresher recomputes; inside ``stale_if_error`` it is kept as the
   fallback of the miss: if the computation raises (not a 4xx ``HTTPException``), answers
@@ -43,7 +45,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 from starlette.exceptions import HTTPException
 
 from fastapi_cachemate import _log, metrics
-from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate._kernels import Entry, kernels
 from fastapi_cachemate._runtime import boundary
 from fastapi_cachemate._runtime.breaker import BackendUnavailable, CircuitBreaker
 from fastapi_cachemate._runtime.lease import (
@@ -54,7 +56,7 @@ from fastapi_cachemate._runtime.lease import (
     lock_ttl_ms,
     try_acquire,
 )
-from fastapi_cachemate._runtime.refresh import RefreshTicket, reenter, refresh_scope
+from fastapi_cachemate._runtime.reentry import RefreshTicket, reenter, refresh_scope
 from fastapi_cachemate._runtime.singleflight import SingleFlight
 from fastapi_cachemate._runtime.tasks import RefreshTasks
 from fastapi_cachemate.core import layout
@@ -159,16 +161,15 @@ class Shared(NamedTuple):
 
 
 class Computed(NamedTuple):
-    """One computation of the endpoint, as ``cache.py``'s compute callable returns it."""
+    """One computation of the endpoint, as the single flight and the store see it (the
+    request path keeps what its own answer needs)."""
 
-    result: Any  # what the endpoint returned (sent as is when rendered is None)
-    rendered: Any  # the rendered Response, or None (streaming / file: never stored)
     blob: bytes | None  # the entry to store; None: must not or cannot be stored
     shared: Shared | None  # what followers may send; None: not shareable (private...)
     failed: bool  # a 5xx answer: a stale entry may replace it (stale-if-error)
     ticket: ComputeTicket | None = None  # Backend.begin_compute's, before computing
-    http: Any = None  # cache.py's: what the HTTP headers of this request's answer need
     ttl: float = 0.0  # the entry's ttl (per status): what blob is stored for
+    body_size: int = 0  # the body's length in bytes (counted when stored)
     stored: bool = False  # the blob was written (by this request, under the lease)
 
 
@@ -364,7 +365,7 @@ class Flow:
         if not stored:
             logger.debug("cache: %r was invalidated while computed: not stored", self.key)
             return False
-        self.stats.stored(len(computed.rendered.body), len(blob))
+        self.stats.stored(computed.body_size, len(blob))
         return True
 
     def _failed(self, operation: str, exc: BackendUnavailable) -> None:
@@ -379,7 +380,7 @@ class Flow:
         _backend_health.failed(cause, operation, key=self.key, endpoint=self.stats.name)
 
     # --- decoding ---------------------------------------------------------------------------
-    def decode(self, raw: bytes | None, fingerprint: bytes) -> Any:
+    def decode(self, raw: bytes | None, fingerprint: bytes) -> Entry | None:
         """The entry (any state), or None for a miss, unreadable or foreign bytes."""
         if raw is None:
             return None
@@ -392,21 +393,21 @@ class Flow:
             )
         return entry
 
-    def servable_stale(self, entry: Any) -> bool:
+    def servable_stale(self, entry: Entry) -> bool:
         """A STALE entry inside stale_while_revalidate: served while one refresher runs."""
         return bool(
             entry.state == kernels.STALE and -entry.remaining <= self.stale_while_revalidate
         )
 
-    def error_fallback(self, entry: Any) -> Any:
+    def error_fallback(self, entry: Entry | None) -> Entry | None:
         """The entry if stale_if_error still covers it (the miss's fallback), else None."""
         if entry is None or entry.state != kernels.STALE:
             return None
         return entry if -entry.remaining <= self.stale_if_error else None
 
     # --- hits: the early refresh -----------------------------------------------------------
-    def refresh_due(self, entry: Any) -> bool:
-        """Whether this FRESH entry should be refreshed in the background now."""
+    def early_refresh_due(self, entry: Entry) -> bool:
+        """Whether this FRESH entry should be refreshed early, in the background, now."""
         settings = self.settings
         remaining_ms = entry.remaining * 1000.0
         if settings.refresh_strategy == "xfetch":
@@ -425,7 +426,7 @@ class Flow:
             )
         )
 
-    def spawn_refresh(self, entry: Any, scope: MutableMapping[str, Any]) -> bool:
+    def start_background_refresh(self, entry: Entry, scope: MutableMapping[str, Any]) -> bool:
         """Start the background refresh of this key (at most one per key and process).
 
         The task re-enters the app with a copy of this request's scope (see ``refresh``):
@@ -447,11 +448,11 @@ class Flow:
         )
         return self.runtime.refreshes.spawn(
             self.key,
-            lambda: refresher._refresh(app, refresh_scope(scope), created, compute_ms),
+            lambda: refresher._background_refresh(app, refresh_scope(scope), created, compute_ms),
             context=contextvars.Context(),  # a new request's context, not this one's
         )
 
-    async def _refresh(
+    async def _background_refresh(
         self, app: Any, scope: dict[str, Any], seen_created: float, compute_ms: float
     ) -> None:
         settings = self.settings
@@ -509,17 +510,17 @@ class Flow:
     async def miss(
         self,
         compute: Callable[[], Awaitable[Computed]],
-        previous: Any,
+        previous: Entry | None,
         fingerprint: bytes,
         *,
-        revalidate: bool = False,
+        revalidate: bool,
     ) -> Outcome:
         """Compute once for all concurrent requests of the key (in this process and across).
 
         previous: the entry read at the key (stale or expired) or None; its compute time
         sizes the lock, and inside stale_if_error it is served when the computation fails.
-        revalidate: previous is fresh but the client asked for a newer one (issue 4's
-        client_cache_control="revalidate"): only an entry created after it counts as found.
+        revalidate: previous is fresh but the client asked for a newer one
+        (client_cache_control="revalidate"): only an entry created after it counts as found.
         """
         newer_than = previous.created if revalidate and previous is not None else None
         fallback = self.error_fallback(previous)
@@ -567,7 +568,7 @@ class Flow:
         compute: Callable[[], Awaitable[Computed]],
         compute_s: float | None,
         fingerprint: bytes,
-        fallback: Any,
+        fallback: Entry | None,
         newer_than: float | None = None,
     ) -> Computed | Shared | _Stale:
         """The single-flight leader: hold the lease and compute, or find the value."""
@@ -579,7 +580,7 @@ class Flow:
         if wait is None:
             wait = ttl_ms / 1000.0
 
-        def usable(raw: bytes | None) -> Any:
+        def usable(raw: bytes | None) -> Entry | None:
             entry = self.decode(raw, fingerprint)
             if entry is None or entry.state != kernels.FRESH:
                 return None
@@ -587,7 +588,7 @@ class Flow:
                 return None  # the entry being revalidated: compute a newer one
             return entry
 
-        async def fresh() -> Any:
+        async def fresh() -> Entry | None:
             return usable(await self._fetch())
 
         lock_key = layout.lock_key(self.key)
@@ -639,7 +640,7 @@ class Flow:
                 got.forget()  # the backend is unavailable: the lock expires by itself
         return computed
 
-    async def store_refreshed(self, computed: Computed) -> bool:
+    async def store_background_refresh(self, computed: Computed) -> bool:
         """The background refresh's store (it holds the lease already), for its ttl."""
         if computed.failed:
             return False
