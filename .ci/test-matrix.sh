@@ -4,6 +4,8 @@
 # among pyenv's installs (pyenv root, or ~/.pyenv) or as pythonX.Y on PATH.
 #   MATRIX_VERSIONS  the versions to run ("3.10 3.11 3.12 3.13")
 #   MATRIX_STRICT=1  a version that is not found is a failure (CI), not only reported
+#   MATRIX_MARKERS   a pytest -m expression for these runs (CI: "not packaging", whose tests
+#                    build the distributions and run in `make test`)
 #   PYTEST_ARGS      passed to pytest
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +49,9 @@ for v in $versions; do
         echo "=== CPython $v: installing failed"; failed+=("$v"); continue
     fi
     # shellcheck disable=SC2086  # PYTEST_ARGS is a list of arguments
-    if "$venv/bin/python" -m pytest ${PYTEST_ARGS:-}; then
+    markers=()
+    [ -z "${MATRIX_MARKERS:-}" ] || markers=(-m "$MATRIX_MARKERS")
+    if "$venv/bin/python" -m pytest "${markers[@]}" ${PYTEST_ARGS:-}; then
         passed+=("$v")
     else
         echo "=== CPython $v: the suite failed"; failed+=("$v")
