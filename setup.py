@@ -114,9 +114,9 @@ def _static_hint(linker_output: str) -> str:
     if "-fPIC" not in linker_output:
         return ""
     return (
-        " This libzstd.a was not compiled with -fPIC, so it cannot go into a shared object"
-        " (Debian's and Ubuntu's are not): build one with CFLAGS=-fPIC, or link the shared"
-        " libzstd (unset CACHEMATE_ZSTD_STATIC)."
+        " This libzstd.a was not compiled with -fPIC, so it cannot go into a shared"
+        " object (Debian 12's is not): build one with -fPIC (.ci/build-zstd.sh does), or"
+        " link the shared libzstd (unset CACHEMATE_ZSTD_STATIC)."
     )
 
 
