@@ -34,28 +34,21 @@ from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import Backend, LockManager
-from tests.servers import LocalCluster, RedisServer, ServerError, require_redis_binaries
+from tests.support.servers import (
+    LocalCluster,
+    RedisServer,
+    require_redis_binaries_or_fail,
+    start_or_fail,
+)
 
-
-def _require_binaries() -> None:
-    try:
-        require_redis_binaries()
-    except ServerError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
-def _start(server: RedisServer | LocalCluster) -> None:
-    try:
-        server.start()
-    except ServerError as exc:
-        pytest.fail(str(exc), pytrace=False)
+pytest_plugins = ["tests.support.fixtures"]
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    _require_binaries()
+    require_redis_binaries_or_fail()
     server = RedisServer()
-    _start(server)
+    start_or_fail(server)
     try:
         yield server
     finally:
@@ -74,9 +67,9 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
 
 @pytest.fixture
 def redis_process() -> Iterator[RedisServer]:
-    _require_binaries()
+    require_redis_binaries_or_fail()
     server = RedisServer()
-    _start(server)
+    start_or_fail(server)
     try:
         yield server
     finally:
@@ -85,9 +78,9 @@ def redis_process() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[LocalCluster]:
-    _require_binaries()
+    require_redis_binaries_or_fail()
     cluster = LocalCluster(masters=3)
-    _start(cluster)
+    start_or_fail(cluster)
     try:
         yield cluster
     finally:

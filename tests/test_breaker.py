@@ -20,7 +20,7 @@ from fastapi_cachemate._breaker import (
     CircuitBreaker,
     Deadlines,
 )
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer
 
 LOGGER = "fastapi_cachemate._breaker"
 

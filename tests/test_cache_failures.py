@@ -12,31 +12,20 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from fastapi_cachemate import cache as cache_module
 from fastapi_cachemate._kernels import kernels
-from fastapi_cachemate._keyspec import RouteKeyer
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.settings import BaseCacheSettings
-from tests.apps import build_app, client_for, served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-)
-from tests.servers import RedisServer
+from tests.support.apps import build_app, client_for, served
+from tests.support.entries import key_of
+from tests.support.fixtures import AppFactory
+from tests.support.servers import RedisServer
 
 STATUS = "x-cache-status"
-
-
-def key_of(app: FastAPI, route_path: str, url_path: str) -> tuple[bytes, bytes]:
-    """The (key, fingerprint) the decorator uses for a GET of url_path on that route."""
-    route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == route_path)
-    return RouteKeyer.for_route(route, prefix=CacheSetup.prefix()).key_for(path=url_path)
 
 
 def _entry(fingerprint: bytes, **overrides: Any) -> bytes:

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.settings import BaseCacheSettings
-from tests.apps import build_app, served
-from tests.servers import RedisServer
+from tests.support.apps import build_app, served
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.redis
 

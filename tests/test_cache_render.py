@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from fastapi_cachemate import CacheSetup
 from fastapi_cachemate.cache import cache_response
-from tests.apps import served
+from tests.support.apps import served
 
 
 class Item(BaseModel):

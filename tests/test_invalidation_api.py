@@ -34,7 +34,7 @@ from fastapi_cachemate.invalidation import (
     invalidates,
     keys_for,
 )
-from tests.apps import served
+from tests.support.apps import served
 
 PREFIX = "inv"
 

@@ -333,7 +333,7 @@ async def test_scripts_reload_after_script_flush(redis_client: aioredis.Redis) -
 
 @pytest.mark.redis
 async def test_store_is_one_script_and_fetch_one_get(redis_client: aioredis.Redis) -> None:
-    from tests.servers import command_calls, command_delta
+    from tests.support.servers import command_calls, command_delta
 
     backend = RedisBackend(redis_client)
     k = key(1)

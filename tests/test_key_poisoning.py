@@ -17,12 +17,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from tests.test_keyspec_helpers import (
-    KeyProbe,
-    Probe,
-    assert_key_iff_inputs,
-    key_kernels,  # noqa: F401 - the fixture
-)
+from tests.support.keyprobe import KeyProbe, Probe, assert_key_iff_inputs
 
 pytestmark = pytest.mark.usefixtures("key_kernels")
 

@@ -12,7 +12,7 @@ from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import Backend, LockManager
-from tests.servers import RedisServer, command_calls, command_delta
+from tests.support.servers import RedisServer, command_calls, command_delta
 
 KEY = b"p:{0123456789abcdef}:lock"
 

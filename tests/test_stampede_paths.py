@@ -28,10 +28,9 @@ from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.types import Backend
 from fastapi_cachemate.invalidation import invalidate_namespace
-from tests.apps import served
-from tests.fixtures_cache import backend_kind_fixture  # noqa: F401 - fixture
-from tests.servers import RedisServer
-from tests.test_cache_failures import key_of  # the keyer's key for a URL
+from tests.support.apps import served
+from tests.support.entries import key_of
+from tests.support.servers import RedisServer
 
 STATUS = "x-cache-status"
 TTL = 10.0

@@ -19,13 +19,9 @@ from fastapi_cachemate import _log
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.settings import BaseCacheSettings
-from tests.apps import build_app, served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-)
-from tests.servers import RedisServer
+from tests.support.apps import build_app, served
+from tests.support.fixtures import AppFactory
+from tests.support.servers import RedisServer
 
 LOGGER = "fastapi_cachemate._flow"  # the request path's backend calls (issue 5)
 
