@@ -103,7 +103,7 @@ async def test_a_value_of_another_redis_type_is_a_miss_and_gets_overwritten(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        settings = BaseCacheSettings(backend_timeout=5)  # see tests/fixtures_cache.py
+        settings = BaseCacheSettings(backend_timeout=5)  # see tests/support/fixtures.py
         CacheSetup.setup(backend=RedisBackend(client), prefix="wrongtype", settings=settings)
         yield
         await CacheSetup.reset()
@@ -130,7 +130,7 @@ async def test_the_decorator_uses_the_keyers_key(redis_server: RedisServer) -> N
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        settings = BaseCacheSettings(backend_timeout=5)  # see tests/fixtures_cache.py
+        settings = BaseCacheSettings(backend_timeout=5)  # see tests/support/fixtures.py
         CacheSetup.setup(backend=RedisBackend(client), prefix="keycheck", settings=settings)
         yield
         await CacheSetup.reset()

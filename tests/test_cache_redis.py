@@ -38,7 +38,7 @@ async def redis_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
-        settings = BaseCacheSettings(backend_timeout=5)  # see tests/fixtures_cache.py
+        settings = BaseCacheSettings(backend_timeout=5)  # see tests/support/fixtures.py
         CacheSetup.setup(backend=RedisBackend(client), settings=settings)
         yield
         await CacheSetup.close()
