@@ -149,7 +149,7 @@ async def test_backend_stopped_the_endpoint_answers(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # No client retries: redis-py's default retries with backoff (about 4 s a call);
-        # bounding that is the circuit breaker's job (issue 5), not this test's.
+        # bounding that is the circuit breaker's job (tests/test_breaker.py), not this test's.
         client = aioredis.Redis(
             host=redis_process.host,
             port=redis_process.port,

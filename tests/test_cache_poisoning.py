@@ -1,4 +1,4 @@
-"""Web cache poisoning, end to end (issue 4): what an attacker sends first never changes the
+"""Web cache poisoning, end to end: what an attacker sends first never changes the
 response that others receive afterwards.
 
 Every case is checked against the endpoint itself: its own answer to a request (the cache

@@ -1,5 +1,6 @@
-"""Issue 4's headers on issue 5's paths: collapsed requests, revalidation through the single
-flight, stale answers, and unstorable responses releasing their waiters."""
+"""The HTTP headers (validators, Age, Cache-Status) on the shared paths: collapsed requests,
+revalidation through the single flight, stale answers, and unstorable responses releasing
+their waiters."""
 
 from __future__ import annotations
 

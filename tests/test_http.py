@@ -1,5 +1,5 @@
-"""Validators and freshness (issue 4): ETag, If-None-Match -> 304, Age and max-age, HEAD,
-Vary, and client_cache_control="revalidate"."""
+"""Validators and freshness (fastapi_cachemate/_http.py): ETag, If-None-Match -> 304, Age
+and max-age, HEAD, Vary, client_cache_control="revalidate", the stale and collapsed answers."""
 
 from __future__ import annotations
 
@@ -335,7 +335,7 @@ async def test_bypass_mode_is_the_seeds(http_app: HttpApp) -> None:
     assert cached.headers[STATUS] == "HIT"
 
 
-# --- the hooks for issue 5 (stale and collapsed answers) --------------------------------------
+# --- RouteHTTP.stale and RouteHTTP.collapsed: the headers of stale and collapsed answers -----
 
 
 def _route_http() -> RouteHTTP:
@@ -368,7 +368,7 @@ def _entry(created: float, now: float, ttl: float = 60, grace: float = 30) -> An
     return kernels.read_entry(blob, now)
 
 
-def test_stale_hook() -> None:
+def test_stale_answer_headers() -> None:
     http = _route_http()
     entry = _entry(created=1000.0, now=1072.5)  # 12.5 s past its 60 s ttl
     assert entry.state == kernels.STALE
@@ -389,7 +389,7 @@ def test_stale_hook() -> None:
     assert conditional.body == b""
 
 
-def test_collapsed_hook() -> None:
+def test_collapsed_answer_headers() -> None:
     http = _route_http()
     entry = _entry(created=1000.0, now=1000.2)
     dependency = Response()

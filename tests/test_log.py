@@ -23,7 +23,7 @@ from tests.support.apps import build_app, served
 from tests.support.fixtures import AppFactory
 from tests.support.servers import RedisServer
 
-LOGGER = "fastapi_cachemate._flow"  # the request path's backend calls (issue 5)
+LOGGER = "fastapi_cachemate._flow"  # the request path's backend calls
 
 
 @pytest.fixture(autouse=True)

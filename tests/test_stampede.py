@@ -1,8 +1,8 @@
-"""Issue 5's must-shows in one process, on a real redis-server: one computation per key,
+"""Stampede protection in one process, on a real redis-server: one computation per key,
 background refresh without waiting, stale serving, a Redis stopped under load.
 
 Synchronisation is by events (``app.state.gate``, ``computing``, ``all_arrived``, the refresh
-task itself); the only duration asserted is the one the issue asks for (a dead backend adds
+task itself); the only duration asserted is the bound the design promises (a dead backend adds
 at most its timeout, plus a generous margin for a loaded 2-core machine).
 """
 
@@ -96,7 +96,7 @@ async def test_steady_load_across_expiries(
     clean_cache_setup: None,
     fake_clock: FakeClock,
 ) -> None:
-    """Per TTL cycle one computation (the issue allows two), and while it runs (the endpoint
+    """Per TTL cycle one computation (at most two are allowed), and while it runs (the endpoint
     blocked on app.state.gate) every request is answered from the entry: HIT, then STALE."""
     # backend_timeout: see the first test (a timed-out lookup fails open: a MISS, correct
     # but not what this test counts)

@@ -575,7 +575,7 @@ async def test_an_invalidation_during_a_refresh_fences_it_out(
     make_backend: Callable[[], Backend] | None,
 ) -> None:
     """The refresh began (generation read) before the invalidation: it must not write its
-    now outdated result back (issue 6's fence holds for background refreshes too)."""
+    now outdated result back (the generation fence holds for background refreshes too)."""
     app = build(make_backend, BaseCacheSettings(stale_while_revalidate=30))
     _APP[:] = [app]
     clock = FakeClock()

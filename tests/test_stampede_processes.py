@@ -1,4 +1,4 @@
-"""Issue 5's must-shows across processes: uvicorn processes over TCP on one real Redis.
+"""Stampede protection across processes: uvicorn processes over TCP on one real Redis.
 
 The app is the stampede app of tests/support/apps.py, configured by environment variables;
 computations and arrivals are counted in Redis, and the processes are synchronised through

@@ -1,4 +1,4 @@
-"""What may be stored (issue 4): the table over statuses and response headers, per-status
+"""What may be stored: the table over statuses and response headers, per-status
 TTLs, requests that never use the cache (Authorization, a body), and what each says in
 X-Cache-Status and Cache-Status."""
 
