@@ -8,21 +8,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from fastapi_cachemate import metrics
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.cache_setup import CacheSetup
-from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.prometheus import metrics_route
-from fastapi_cachemate.settings import BaseCacheSettings
-from tests.support.apps import build_app, served
+from tests.support.apps import build_app, redis_lifespan, served
 from tests.support.fixtures import AppFactory
 from tests.support.servers import RedisServer
 
@@ -163,27 +158,6 @@ async def test_not_stored_no_store_and_endpoint_error(clean_cache_setup: None) -
 
 
 @pytest.mark.redis
-def redis_lifespan(redis_process: RedisServer, **settings: Any) -> Any:
-    """A lifespan caching on redis_process with a client that does not retry."""
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis(
-            host=redis_process.host,
-            port=redis_process.port,
-            socket_connect_timeout=1,
-            retry=Retry(NoBackoff(), retries=0),
-        )
-        # a generous backend_timeout: a reconnect after the restart on a loaded machine must
-        # not time out (that would be one more failure: a correct miss, not what is counted)
-        config = BaseCacheSettings(backend_timeout=5, **settings)
-        CacheSetup.setup(backend=RedisBackend(client), settings=config)
-        yield
-        await CacheSetup.close()
-
-    return lifespan
-
-
 async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_setup: None) -> None:
     app = build_app(redis_lifespan(redis_process))
     async with served(app) as client:

@@ -8,7 +8,8 @@
 - ``app_with_routes(add_routes, lifespan)``: an empty app a test adds its own routes to.
 - ``build_stampede_app(redis_url, ...)``: the stampede tests' app, in process or under
   uvicorn (``stampede_app_from_env``, a uvicorn ``--factory``).
-- ``cache_lifespan(make_backend, settings)``: the lifespan that sets the cache up.
+- ``cache_lifespan(make_backend, settings)``: the lifespan that sets the cache up;
+  ``redis_lifespan(server)``: the same on a Redis client that does not retry.
 - ``served(app)``: runs the lifespan and yields an httpx client talking to the app in process;
   ``client_for(app)``: a client without lifespan; ``asgi_call``: one raw ASGI request.
 """
@@ -44,7 +45,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fastapi_cachemate import BaseCacheSettings, CacheSetup, request_unkeyed
 from fastapi_cachemate.cache import cache_response, is_bypass
 from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.layout import DEFAULT_PREFIX
 from fastapi_cachemate.core.types import Backend
+from tests.support.servers import RedisServer
 
 __all__ = [
     "CASES",
@@ -61,6 +64,7 @@ __all__ = [
     "client_for",
     "counter_client",
     "recommended_client",
+    "redis_lifespan",
     "served",
     "stampede_app_from_env",
 ]
@@ -100,11 +104,11 @@ def client_for(app: FastAPI) -> httpx.AsyncClient:
 
 def cache_lifespan(
     make_backend: Callable[[], Backend | None] | None,
-    settings: BaseCacheSettings,
+    settings: BaseCacheSettings | None,
     prefix: str = "test",
 ) -> Lifespan:
     """A lifespan that sets the cache up on make_backend() (None: the default in-process
-    store) with these settings, and closes it at shutdown."""
+    store) with these settings (None: the defaults), and closes it at shutdown."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -116,6 +120,26 @@ def cache_lifespan(
             await CacheSetup.close()
 
     return lifespan
+
+
+def redis_lifespan(
+    server: RedisServer, *, prefix: str = DEFAULT_PREFIX, **settings: Any
+) -> Lifespan:
+    """A lifespan caching on server with a client that does not retry (a stopped server is
+    seen at once) and a generous backend_timeout: a reconnect after a restart on a loaded
+    machine must not time out (that would be one more failure: a correct miss, not what the
+    tests count)."""
+
+    def make_backend() -> Backend:
+        client = aioredis.Redis(
+            host=server.host,
+            port=server.port,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), retries=0),
+        )
+        return RedisBackend(client)
+
+    return cache_lifespan(make_backend, BaseCacheSettings(backend_timeout=5, **settings), prefix)
 
 
 def app_with_routes(add_routes: Callable[[FastAPI], None], lifespan: Lifespan) -> FastAPI:
