@@ -35,19 +35,12 @@ from fastapi_cachemate._lease import (
 from fastapi_cachemate._singleflight import SingleFlight
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.types import LockManager
+from tests.support.clock import FakeClock
 from tests.support.locks import Counted, CountingRedisLocks
 from tests.support.servers import RedisServer
 
 LOGGER = "fastapi_cachemate._lease"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingMemoryLocks(MemoryLockManager):

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from fastapi_cachemate import BaseCacheSettings, CacheSetup
 from fastapi_cachemate._breaker import BreakerState
 from tests.support.apps import STAMPEDE_TTL, build_stampede_app, served
+from tests.support.clock import FakeClock
 from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -75,19 +76,10 @@ async def test_200_concurrent_cold_requests_compute_once(
     assert await redis_client.keys("*:lock") == []
 
 
-class FakeClock:
-    """The cache's clock (entries' created and freshness); Redis expiries stay real."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def fake_clock() -> FakeClock:
-    return FakeClock()
+    """The cache's clock (entries' created and freshness); Redis expiries stay real."""
+    return FakeClock(time.time())
 
 
 async def test_steady_load_across_expiries(

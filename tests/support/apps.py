@@ -5,6 +5,9 @@
   validator) ran, so that a test can tell a hit from a miss by more than the status header.
 - ``build_http_app(lifespan)``: the HTTP-semantics app: statuses and response headers by case
   (``CASES``), validators, Vary, HEAD, raised HTTPExceptions; ``app.state.calls`` too.
+- ``build_refresh_app(make_backend, settings, ...)``: one endpoint whose failures and
+  pauses a test controls, for the stale, refresh and lock paths; ``Marked`` counts the
+  refresh requests among the requests.
 - ``app_with_routes(add_routes, lifespan)``: an empty app a test adds its own routes to.
 - ``build_stampede_app(redis_url, ...)``: the stampede tests' app, in process or under
   uvicorn (``stampede_app_from_env``, a uvicorn ``--factory``).
@@ -43,6 +46,7 @@ from redis.backoff import NoBackoff
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastapi_cachemate import BaseCacheSettings, CacheSetup, request_unkeyed
+from fastapi_cachemate._refresh import refresh_ticket
 from fastapi_cachemate.cache import cache_response, is_bypass
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.layout import DEFAULT_PREFIX
@@ -53,12 +57,15 @@ __all__ = [
     "CASES",
     "CUSTOM_STATUSES",
     "FILE_BODY",
+    "REFRESH_APP_TTL",
     "STAMPEDE_TTL",
     "Lifespan",
+    "Marked",
     "app_with_routes",
     "asgi_call",
     "build_app",
     "build_http_app",
+    "build_refresh_app",
     "build_stampede_app",
     "cache_lifespan",
     "client_for",
@@ -740,3 +747,84 @@ def stampede_app_from_env() -> FastAPI:
         block_in_redis=os.environ.get("CACHEMATE_TEST_BLOCK") == "1",
         expected=int(os.environ.get("CACHEMATE_TEST_EXPECT", "0")),
     )
+
+
+# --- the refresh-path app -------------------------------------------------------------------
+
+REFRESH_APP_TTL = 10.0
+
+
+class Marked:
+    """Pure ASGI middleware: counts requests and the refresh requests among them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.seen: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.seen["refresh" if refresh_ticket(scope) else "request"] += 1
+        await self.app(scope, receive, send)
+
+
+def build_refresh_app(
+    make_backend: Callable[[], Backend] | None,
+    settings: BaseCacheSettings,
+    *,
+    stale_while_revalidate: float | None = None,
+    stale_if_error: float | None = None,
+) -> FastAPI:
+    """The app of the refresh-path tests: ``GET /thing/{n}`` (ttl REFRESH_APP_TTL) counts its
+    runs in ``app.state.calls``, waits on ``app.state.gate``, fails as ``app.state.mode``
+    says ("raise", "503", "500-exc", "404"; "ok" answers), and checks that its request's
+    Session is still open; ``app.state.middleware`` holds the Marked middleware instances."""
+    app = FastAPI(lifespan=cache_lifespan(make_backend, settings, "paths"))
+    app.state.mode = "ok"
+    app.state.calls = 0
+    app.state.gate = asyncio.Event()
+    app.state.gate.set()
+    app.state.sessions = []
+    counting: list[Marked] = []
+
+    class CountingMiddleware(Marked):
+        def __init__(self, app: ASGIApp) -> None:
+            super().__init__(app)
+            counting.append(self)
+
+    app.add_middleware(CountingMiddleware)
+    app.state.middleware = counting
+
+    class Session:
+        def __init__(self) -> None:
+            self.closed = False
+
+    async def session() -> AsyncIterator[Session]:
+        opened = Session()
+        app.state.sessions.append(opened)
+        try:
+            yield opened
+        finally:
+            opened.closed = True
+
+    @app.get("/thing/{n}")
+    @cache_response(
+        ttl=REFRESH_APP_TTL,
+        stale_while_revalidate=stale_while_revalidate,
+        stale_if_error=stale_if_error,
+    )
+    async def thing(n: int, db: Annotated[Session, Depends(session)]) -> Any:
+        app.state.calls += 1
+        await app.state.gate.wait()
+        assert not db.closed
+        mode = app.state.mode
+        if mode == "raise":
+            raise RuntimeError("the database is down")
+        if mode == "503":
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+        if mode == "500-exc":
+            raise HTTPException(status_code=500, detail="boom")
+        if mode == "404":
+            raise HTTPException(status_code=404, detail="no such thing")
+        return {"n": n, "call": app.state.calls}
+
+    return app

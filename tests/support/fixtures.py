@@ -40,9 +40,12 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_backend(request: pytest.FixtureRequest, backend_kind: str) -> BackendFactory:
+def make_backend(
+    request: pytest.FixtureRequest, backend_kind: str, clean_cache_setup: None
+) -> BackendFactory:
     """Makes the parametrised backend: None for memory (the default store), else a
-    RedisBackend with a client of its own on redis_server, whose database is flushed."""
+    RedisBackend with a client of its own on redis_server, whose database is flushed.
+    CacheSetup is reset before and after the test."""
     if backend_kind != "redis":
         return None
     server: RedisServer = request.getfixturevalue("redis_server")
