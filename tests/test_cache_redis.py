@@ -7,7 +7,6 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from fastapi_cachemate.core.backends.redis import RedisBackend
-from fastapi_cachemate.core.layout import DEFAULT_PREFIX
 from fastapi_cachemate.settings import BaseCacheSettings
 from tests.support.apps import build_app, cache_lifespan, served
 from tests.support.servers import RedisServer
@@ -36,7 +35,7 @@ async def redis_app(
         return RedisBackend(aioredis.Redis(host=redis_server.host, port=redis_server.port))
 
     settings = BaseCacheSettings(backend_timeout=5)  # see tests/support/fixtures.py
-    return build_app(cache_lifespan(make_backend, settings, DEFAULT_PREFIX))
+    return build_app(cache_lifespan(make_backend, settings))
 
 
 @pytest.mark.parametrize("url", ["/async/1", "/model/3", "/html", "/big", "/injected"])

@@ -321,7 +321,7 @@ async def test_a_backend_failure_in_a_write_is_logged_not_raised(
 
 
 async def test_routes_of_a_mounted_sub_application(clean_cache_setup: None) -> None:
-    app = FastAPI(lifespan=cache_lifespan(None, None, PREFIX))
+    app = FastAPI(lifespan=cache_lifespan(prefix=PREFIX))
     sub = FastAPI()
 
     @sub.get("/things/{tid}")
@@ -368,7 +368,7 @@ class PageFilter:
 
 
 async def test_invalidate_depends_filter_classes(clean_cache_setup: None) -> None:
-    app = FastAPI(lifespan=cache_lifespan(None, None, PREFIX))
+    app = FastAPI(lifespan=cache_lifespan(prefix=PREFIX))
 
     @app.get("/pages")
     @cache_response(ttl=60, tags=["page:{filters.page}"])
@@ -433,7 +433,7 @@ class ClientHeaders(BaseModel):
 async def test_invalidate_header_models_by_the_header_fastapi_reads(
     clean_cache_setup: None,
 ) -> None:
-    app = FastAPI(lifespan=cache_lifespan(None, None, PREFIX))
+    app = FastAPI(lifespan=cache_lifespan(prefix=PREFIX))
 
     @app.get("/me")
     @cache_response(ttl=60)

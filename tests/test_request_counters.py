@@ -3,8 +3,7 @@ and the Prometheus route of an app that serves them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.prometheus import metrics_route
-from tests.support.apps import build_app, redis_lifespan, served
+from tests.support.apps import build_app, cache_lifespan, redis_lifespan, served
 from tests.support.fixtures import AppFactory
 from tests.support.servers import RedisServer
 
@@ -130,13 +129,7 @@ async def test_not_stored_encoding_error(
 
 
 async def test_not_stored_no_store_and_endpoint_error(clean_cache_setup: None) -> None:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup()
-        yield
-        await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan())
 
     @app.get("/boom")
     @cache_response(ttl=60)
@@ -228,12 +221,6 @@ async def test_metrics_route_of_a_cached_app(app_factory: AppFactory) -> None:
 async def test_included_router_counts_under_its_full_path(clean_cache_setup: None) -> None:
     from fastapi import APIRouter
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup()
-        yield
-        await CacheSetup.close()
-
     router = APIRouter()
 
     @router.get("/thing/{n}")
@@ -241,7 +228,7 @@ async def test_included_router_counts_under_its_full_path(clean_cache_setup: Non
     async def thing(n: int) -> dict[str, int]:
         return {"n": n}
 
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan())
     app.include_router(router, prefix="/v1")
     app.include_router(router, prefix="/v2")
     async with served(app) as client:

@@ -6,8 +6,7 @@ re-enters the app, the refresh registry's bounds and shutdown, one failure per r
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.types import Backend
 from fastapi_cachemate.invalidation import invalidate_namespace
 from tests.support.apps import REFRESH_APP_TTL as TTL
-from tests.support.apps import build_refresh_app, served
+from tests.support.apps import build_refresh_app, cache_lifespan, served
 from tests.support.clock import FakeClock
 from tests.support.entries import key_of
 from tests.support.servers import RedisServer
@@ -446,15 +445,7 @@ async def test_a_refresh_re_enters_a_mounted_sub_application(clean_cache_setup: 
         calls.append(n)
         return {"n": n, "call": len(calls)}
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup(prefix="mounted")
-        try:
-            yield
-        finally:
-            await CacheSetup.close()
-
-    root = FastAPI(lifespan=lifespan)
+    root = FastAPI(lifespan=cache_lifespan(prefix="mounted"))
     root.mount("/sub", sub)
     clock = FakeClock(time.time())
     async with served(root) as client:

@@ -110,12 +110,12 @@ def client_for(app: FastAPI) -> httpx.AsyncClient:
 
 
 def cache_lifespan(
-    make_backend: Callable[[], Backend | None] | None,
-    settings: BaseCacheSettings | None,
-    prefix: str = "test",
+    make_backend: Callable[[], Backend | None] | None = None,
+    settings: BaseCacheSettings | None = None,
+    prefix: str = DEFAULT_PREFIX,
 ) -> Lifespan:
     """A lifespan that sets the cache up on make_backend() (None: the default in-process
-    store) with these settings (None: the defaults), and closes it at shutdown."""
+    store) with these settings (None: the defaults) and prefix, and closes it at shutdown."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -67,7 +67,7 @@ def _app_factory(
         # call fails open (a correct miss, not what these tests check). Timeouts are the
         # business of tests/test_stampede*.py and tests/test_breaker.py.
         settings.setdefault("backend_timeout", 5.0)
-        app = builder(cache_lifespan(make_backend, BaseCacheSettings(**settings)))
+        app = builder(cache_lifespan(make_backend, BaseCacheSettings(**settings), "test"))
         app.state.backend_kind = backend_kind
         return app
 
