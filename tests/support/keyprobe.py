@@ -66,7 +66,7 @@ class KeyProbe:
                 return self._keyer_of(route)
         raise LookupError(path)
 
-    def keyer_of_scope(self, scope: dict[str, Any]) -> RouteKeyer:
+    def keyer_of_scope(self, scope: Scope) -> RouteKeyer:
         """The keyer of the route that served a request (included routers too)."""
         return self._keyer_of(effective_route(scope))
 
