@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.types import Backend
+from tests.support.backends import DictBackend
 
 BINARY = bytes(range(256)) * 4  # every byte value, NUL and non-UTF-8 included
 
@@ -104,34 +104,6 @@ async def test_close_twice_is_harmless(cache_backend: Backend) -> None:
 
 
 # --- a user's backend written for the seed ------------------------------------------------
-class DictBackend(Backend):
-    """A backend that implements only the seed's abstract methods."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, tuple[bytes, int]] = {}
-        self.calls: list[str] = []
-        self.closed = 0
-
-    async def get(self, key: str) -> tuple[int, bytes | None]:
-        self.calls.append(f"get {key}")
-        value, ttl = self.data.get(key, (None, -2))
-        return ttl * 1000, value
-
-    async def set(self, key: str, data: bytes | str, *, ttl: int, nx: bool = False) -> Any:
-        self.calls.append(f"set {key} {ttl}")
-        if nx and key in self.data:
-            return None
-        self.data[key] = (data.encode() if isinstance(data, str) else data, ttl)
-        return True
-
-    async def close(self) -> None:
-        self.closed += 1
-
-    @property
-    def client(self) -> Any:
-        return self.data
-
-
 async def test_seed_only_backend_works_through_default_fetch_and_store() -> None:
     backend = DictBackend()
     await backend.store(b"p:{u}", b"\x00body", 1_500)

@@ -8,7 +8,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.redis import RedisLockManager
-from tests.servers import LocalCluster
+from tests.support.servers import LocalCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 

@@ -6,16 +6,9 @@ import pytest
 
 from fastapi_cachemate._kernels import IMPLEMENTATION, kernels
 from fastapi_cachemate.core.backends.memory import DEFAULT_MAX_BYTES, MemoryBackend
+from tests.support.clock import FakeClock
 
 TICK = 2.0**-10  # seconds, exactly representable (about 0.98 ms)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_it_runs_on_the_selected_kernels() -> None:
@@ -26,7 +19,7 @@ def test_it_runs_on_the_selected_kernels() -> None:
 
 
 async def test_entries_expire_on_the_clock() -> None:
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     backend = MemoryBackend(clock=clock)
     await backend.store(b"p:{e}", b"v", 1_500)
     clock.now += 1.5 - TICK  # binary-exact steps: no float rounding at the boundary
@@ -36,7 +29,7 @@ async def test_entries_expire_on_the_clock() -> None:
 
 
 async def test_seed_get_returns_the_remaining_ttl_in_ms() -> None:
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     backend = MemoryBackend(clock=clock)
     await backend.set("seed", b"v", ttl=10)
     clock.now += 2.5
@@ -50,7 +43,7 @@ async def test_seed_get_returns_the_remaining_ttl_in_ms() -> None:
 
 
 async def test_seed_set_nx_takes_an_expired_key() -> None:
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     backend = MemoryBackend(clock=clock)
     assert await backend.set("seed", b"a", ttl=1, nx=True) is True
     assert await backend.set("seed", b"b", ttl=1, nx=True) is None
@@ -115,7 +108,7 @@ def test_max_bytes_is_validated(max_bytes: object, error: type[Exception]) -> No
 
 
 async def test_ttl_is_measured_in_milliseconds() -> None:
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     backend = MemoryBackend(clock=clock)
     await backend.store(b"p:{ms}", b"v", 1)
     ttl, _ = await backend.get("p:{ms}")

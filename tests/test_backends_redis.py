@@ -14,7 +14,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from fastapi_cachemate.core.backends.redis import RedisBackend, parser_class_of
 from fastapi_cachemate.core.locks.redis import RedisLockManager
-from tests.servers import RedisServer, command_calls, command_delta
+from tests.support.servers import RedisServer, command_calls, command_delta
 
 pytestmark = pytest.mark.redis
 

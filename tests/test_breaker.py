@@ -20,17 +20,10 @@ from fastapi_cachemate._runtime.breaker import (
     CircuitBreaker,
     Deadlines,
 )
-from tests.servers import RedisServer
+from tests.support.clock import FakeClock
+from tests.support.servers import RedisServer
 
 LOGGER = "fastapi_cachemate._runtime.breaker"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Backend:

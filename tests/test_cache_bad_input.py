@@ -18,12 +18,8 @@ import pytest
 from fastapi import FastAPI
 from pydantic_core import PydanticSerializationError
 
-from tests.apps import served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-)
+from tests.support.apps import served
+from tests.support.fixtures import AppFactory
 
 Answer = tuple[int, dict[bytes, bytes], bytes]
 

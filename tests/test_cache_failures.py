@@ -20,14 +20,10 @@ from fastapi_cachemate._request import pipeline
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.settings import BaseCacheSettings
-from tests.apps import build_app, client_for, served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-    key_of,
-)
-from tests.servers import RedisServer
+from tests.support.apps import build_app, client_for, served
+from tests.support.entries import key_of
+from tests.support.fixtures import AppFactory
+from tests.support.servers import RedisServer
 
 STATUS = "x-cache-status"
 
@@ -107,7 +103,7 @@ async def test_a_value_of_another_redis_type_is_a_miss_and_gets_overwritten(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        settings = BaseCacheSettings(backend_timeout=5)  # see tests/fixtures_cache.py
+        settings = BaseCacheSettings(backend_timeout=5)  # see tests/support/fixtures.py
         CacheSetup.setup(backend=RedisBackend(client), prefix="wrongtype", settings=settings)
         yield
         await CacheSetup.reset()
@@ -134,7 +130,7 @@ async def test_the_decorator_uses_the_keyers_key(redis_server: RedisServer) -> N
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        settings = BaseCacheSettings(backend_timeout=5)  # see tests/fixtures_cache.py
+        settings = BaseCacheSettings(backend_timeout=5)  # see tests/support/fixtures.py
         CacheSetup.setup(backend=RedisBackend(client), prefix="keycheck", settings=settings)
         yield
         await CacheSetup.reset()
@@ -153,7 +149,7 @@ async def test_backend_stopped_the_endpoint_answers(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # No client retries: redis-py's default retries with backoff (about 4 s a call);
-        # bounding that is the circuit breaker's job (issue 5), not this test's.
+        # bounding that is the circuit breaker's job (tests/test_breaker.py), not this test's.
         client = aioredis.Redis(
             host=redis_process.host,
             port=redis_process.port,

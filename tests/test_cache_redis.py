@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.settings import BaseCacheSettings
-from tests.apps import build_app, served
-from tests.servers import RedisServer
+from tests.support.apps import build_app, cache_lifespan, served
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -35,15 +31,11 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 async def redis_app(
     redis_server: RedisServer, redis_client: aioredis.Redis, clean_cache_setup: None
 ) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
-        settings = BaseCacheSettings(backend_timeout=5)  # see tests/fixtures_cache.py
-        CacheSetup.setup(backend=RedisBackend(client), settings=settings)
-        yield
-        await CacheSetup.close()
+    def make_backend() -> RedisBackend:
+        return RedisBackend(aioredis.Redis(host=redis_server.host, port=redis_server.port))
 
-    return build_app(lifespan)
+    settings = BaseCacheSettings(backend_timeout=5)  # see tests/support/fixtures.py
+    return build_app(cache_lifespan(make_backend, settings))
 
 
 @pytest.mark.parametrize("url", ["/async/1", "/model/3", "/html", "/big", "/injected"])

@@ -7,12 +7,8 @@ import threading
 import httpx
 import pytest
 
-from tests.apps import FILE_BODY, served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-)
+from tests.support.apps import FILE_BODY, served
+from tests.support.fixtures import AppFactory
 
 STATUS = "x-cache-status"
 

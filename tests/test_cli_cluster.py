@@ -10,8 +10,8 @@ import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
 from fastapi_cachemate import _native
-from tests.servers import LocalCluster
-from tests.test_cli import PREFIX, cli, entry
+from tests.support.cli import PREFIX, cli, entry
+from tests.support.servers import LocalCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 

@@ -12,9 +12,10 @@ from fastapi_cachemate import CacheSetup
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import Backend, LockManager
-from tests.apps import served
-from tests.fixtures_cache import SeedDictBackend, SeedRedisBackend, custom_app, key_of
-from tests.servers import RedisServer
+from tests.support.apps import custom_app, served
+from tests.support.backends import SeedDictBackend, SeedRedisBackend
+from tests.support.entries import key_of
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.usefixtures("clean_cache_setup")
 

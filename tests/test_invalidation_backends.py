@@ -26,6 +26,7 @@ from fastapi_cachemate.core.backends.redis import (
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import Backend, ComputeTicket, LockManager
+from tests.support.clock import FakeClock
 
 PREFIX = "p"
 TTL = 60_000
@@ -333,7 +334,7 @@ async def test_scripts_reload_after_script_flush(redis_client: aioredis.Redis) -
 
 @pytest.mark.redis
 async def test_store_is_one_script_and_fetch_one_get(redis_client: aioredis.Redis) -> None:
-    from tests.servers import command_calls, command_delta
+    from tests.support.servers import command_calls, command_delta
 
     backend = RedisBackend(redis_client)
     k = key(1)
@@ -412,16 +413,8 @@ async def test_cluster_scripts_reload_on_every_node(redis_cluster_client: RedisC
 # --- the in-process backend's bounds -------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_memory_generation_records_are_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock()
     backend = MemoryBackend(max_generations=100, clock=clock)
     k = key(1000)
     ticket = await backend.begin_compute(k)
@@ -439,7 +432,7 @@ async def test_memory_generation_records_are_bounded() -> None:
 
 
 async def test_memory_tag_members_are_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock()
     backend = MemoryBackend(max_tag_members=2000, clock=clock)
     for i in range(1500):
         assert await compute_and_store(backend, key(i), b"v", tags=(f"t{i // 500}",))

@@ -1,4 +1,4 @@
-"""Web-cache poisoning and parameter cloaking (issue 4, Must show).
+"""Web-cache poisoning and parameter cloaking: what enters the key.
 
 A shared cache is poisoned when two requests that the application answers differently share a
 key (an attacker's response is then served to everyone), or when something that changes the
@@ -17,12 +17,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from tests.test_keyspec_helpers import (
-    KeyProbe,
-    Probe,
-    assert_key_iff_inputs,
-    key_kernels,  # noqa: F401 - the fixture
-)
+from tests.support.keyprobe import KeyProbe, Probe, assert_key_iff_inputs
 
 pytestmark = pytest.mark.usefixtures("key_kernels")
 
@@ -296,7 +291,7 @@ def test_raw_reader_keys_equal_iff_inputs_equal(probe: KeyProbe, family: list[st
 async def test_per_user_keys_by_varying_on_authorization(app: FastAPI) -> None:
     """vary=["Authorization"] gives each credential its own entry. Without it, Authorization
     is not in the key (the keyer says so), and the caching policy must not store or serve
-    such requests (issue 4)."""
+    such requests (tests/test_storable_responses.py)."""
     plain = KeyProbe(app)
     assert "authorization" not in plain.keyer("/search").header_names
     per_user = KeyProbe(app, vary=["Authorization"])

@@ -33,45 +33,14 @@ from fastapi_cachemate._runtime.lease import (
     try_acquire,
 )
 from fastapi_cachemate._runtime.singleflight import SingleFlight
-from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
-from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import LockManager
-from tests.servers import RedisServer
+from tests.support.clock import FakeClock
+from tests.support.locks import Counted, CountingRedisLocks
+from tests.support.servers import RedisServer
 
 LOGGER = "fastapi_cachemate._runtime.lease"
-SAFETY = 60.0  # seconds: only turns a hang into a failure, never reached when things work
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Counted:
-    """A counter whose value can be awaited (no polling, no sleeps)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self._cond = asyncio.Condition()
-
-    async def bump(self) -> None:
-        async with self._cond:
-            self.n += 1
-            self._cond.notify_all()
-
-    async def reach(self, n: int) -> None:
-        """Wait until the count reaches n; a safety net turns a hang into a failure."""
-
-        async def wait() -> None:
-            async with self._cond:
-                await self._cond.wait_for(lambda: self.n >= n)
-
-        await asyncio.wait_for(wait(), SAFETY)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingMemoryLocks(MemoryLockManager):
@@ -474,19 +443,6 @@ async def test_a_lease_is_entered_once() -> None:
 # --- against a real redis-server ------------------------------------------------------------
 
 
-class CountingRedisLocks(RedisLockManager):
-    """The shipped Redis lock manager, counting extend calls."""
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        super().__init__(RedisBackend(client))
-        self.extends = Counted()
-
-    async def extend(self, key: bytes, token: str, ttl_ms: int) -> bool:
-        ok = await super().extend(key, token, ttl_ms)
-        await self.extends.bump()
-        return ok
-
-
 @pytest.fixture
 def client(redis_client: aioredis.Redis) -> aioredis.Redis:
     return redis_client
@@ -560,7 +516,7 @@ HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
 from fastapi_cachemate._runtime.lease import Lease, acquire_or_wait
-from tests.test_lease import CountingRedisLocks
+from tests.support.locks import CountingRedisLocks
 
 async def main() -> None:
     client = aioredis.Redis.from_url(sys.argv[1])

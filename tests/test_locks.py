@@ -12,7 +12,8 @@ from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import Backend, LockManager
-from tests.servers import RedisServer, command_calls, command_delta
+from tests.support.clock import FakeClock
+from tests.support.servers import RedisServer, command_calls, command_delta
 
 KEY = b"p:{0123456789abcdef}:lock"
 
@@ -124,14 +125,6 @@ async def test_seed_acquire_uses_five_seconds_by_default(
 
 # --- in process: expiry on a controlled clock ---------------------------------------------
 TICK = 2.0**-10  # seconds, exactly representable (about 0.98 ms)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_memory_lock_expires() -> None:

@@ -138,7 +138,7 @@ def test_sdist_holds_the_whole_source_tree(dists: Dists) -> None:
         "tests/native/conftest.py",
         "tests/isolated/test_leaks.py",
         "tests/data/seed-README.txt",
-        "tests/servers.py",
+        "tests/support/servers.py",
         "docs/design.md",
         "examples/app.py",
         "csrc/module.c",

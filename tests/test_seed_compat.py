@@ -14,12 +14,8 @@ import pytest
 import fastapi_cachemate
 from fastapi_cachemate import BaseCacheSettings, CacheSetup
 from fastapi_cachemate.settings import MAX_LOCK_TTL_SECONDS
-from tests.apps import served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-)
+from tests.support.apps import served
+from tests.support.fixtures import AppFactory
 
 SEED_NAMES = (
     "Backend",

@@ -22,8 +22,8 @@ from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
 
 from fastapi_cachemate._route.keyer import RouteKeyer
-from tests.apps import served
-from tests.servers import RedisServer
+from tests.support.apps import served
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -6,16 +6,12 @@ re-enters the app, the refresh registry's bounds and shutdown, one failure per r
 import asyncio
 import logging
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
 
 from fastapi_cachemate import BaseCacheSettings, CacheSetup, metrics
 from fastapi_cachemate._kernels import kernels
@@ -28,34 +24,13 @@ from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.types import Backend
 from fastapi_cachemate.invalidation import invalidate_namespace
-from tests.apps import served
-from tests.fixtures_cache import backend_kind_fixture  # noqa: F401 - fixture
-from tests.servers import RedisServer
-from tests.test_cache_failures import key_of  # the keyer's key for a URL
+from tests.support.apps import REFRESH_APP_TTL as TTL
+from tests.support.apps import build_refresh_app, cache_lifespan, served
+from tests.support.clock import FakeClock
+from tests.support.entries import key_of
+from tests.support.servers import RedisServer
 
 STATUS = "x-cache-status"
-TTL = 10.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Marked:
-    """Pure ASGI middleware: counts requests and the refresh requests among them."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.seen: Counter[str] = Counter()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.seen["refresh" if refresh_ticket(scope) else "request"] += 1
-        await self.app(scope, receive, send)
 
 
 def counts() -> dict[str, int]:
@@ -69,83 +44,6 @@ def zeroed() -> Iterator[None]:
     metrics.reset()
     yield
     metrics.reset()
-
-
-def build(
-    make_backend: Callable[[], Backend] | None,
-    settings: BaseCacheSettings,
-    *,
-    stale_while_revalidate: float | None = None,
-    stale_if_error: float | None = None,
-) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        backend = None if make_backend is None else make_backend()
-        CacheSetup.setup(backend=backend, settings=settings, prefix="paths")
-        try:
-            yield
-        finally:
-            await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.mode = "ok"
-    app.state.calls = 0
-    app.state.gate = asyncio.Event()
-    app.state.gate.set()
-    app.state.sessions = []
-    counting: list[Marked] = []
-
-    class CountingMiddleware(Marked):
-        def __init__(self, app: ASGIApp) -> None:
-            super().__init__(app)
-            counting.append(self)
-
-    app.add_middleware(CountingMiddleware)
-    app.state.middleware = counting
-
-    class Session:
-        def __init__(self) -> None:
-            self.closed = False
-
-    async def session() -> AsyncIterator[Session]:
-        opened = Session()
-        app.state.sessions.append(opened)
-        try:
-            yield opened
-        finally:
-            opened.closed = True
-
-    @app.get("/thing/{n}")
-    @cache_response(
-        ttl=TTL, stale_while_revalidate=stale_while_revalidate, stale_if_error=stale_if_error
-    )
-    async def thing(n: int, db: Annotated[Session, Depends(session)]) -> Any:
-        app.state.calls += 1
-        await app.state.gate.wait()
-        assert not db.closed
-        mode = app.state.mode
-        if mode == "raise":
-            raise RuntimeError("the database is down")
-        if mode == "503":
-            return JSONResponse({"error": "unavailable"}, status_code=503)
-        if mode == "500-exc":
-            raise HTTPException(status_code=500, detail="boom")
-        if mode == "404":
-            raise HTTPException(status_code=404, detail="no such thing")
-        return {"n": n, "call": app.state.calls}
-
-    return app
-
-
-@pytest.fixture(name="make_backend")
-def make_backend_fixture(
-    request: pytest.FixtureRequest, backend_kind: str, clean_cache_setup: None
-) -> Callable[[], Backend] | None:
-    if backend_kind == "memory":
-        return None
-    server: RedisServer = request.getfixturevalue("redis_server")
-    request.getfixturevalue("redis_client")  # flushed
-    return lambda: RedisBackend(aioredis.Redis(host=server.host, port=server.port))
 
 
 async def stored_entry(n: int) -> Any:
@@ -171,9 +69,9 @@ async def refresh_of(n: int) -> Awaitable[Any]:
 async def test_stale_if_error_serves_the_stale_entry_marked(
     make_backend: Callable[[], Backend] | None, failure: str
 ) -> None:
-    app = build(make_backend, BaseCacheSettings(), stale_if_error=60)
+    app = build_refresh_app(make_backend, BaseCacheSettings(), stale_if_error=60)
     _APP[:] = [app]
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     async with served(app) as client:
         CacheSetup.runtime().clock = clock
         first = await client.get("/thing/1")
@@ -209,9 +107,9 @@ async def test_stale_if_error_serves_the_stale_entry_marked(
 async def test_a_failed_refresh_keeps_the_entry_and_a_later_one_replaces_it(
     make_backend: Callable[[], Backend] | None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = build(make_backend, BaseCacheSettings(stale_while_revalidate=30))
+    app = build_refresh_app(make_backend, BaseCacheSettings(stale_while_revalidate=30))
     _APP[:] = [app]
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     async with served(app) as client:
         CacheSetup.runtime().clock = clock
         first = await client.get("/thing/2")
@@ -262,7 +160,7 @@ async def test_early_refresh_on_a_due_hit_xfetch(
 ) -> None:
     # a huge beta makes XFetch fire on every hit with any compute time
     settings = BaseCacheSettings(refresh_strategy="xfetch", xfetch_beta=1e12)
-    app = build(make_backend, settings)
+    app = build_refresh_app(make_backend, settings)
     _APP[:] = [app]
     async with served(app) as client:
         assert (await client.get("/thing/3")).headers[STATUS] == "MISS"
@@ -277,9 +175,9 @@ async def test_refreshes_are_bounded_and_close_cancels_them(
     make_backend: Callable[[], Backend] | None,
 ) -> None:
     settings = BaseCacheSettings(stale_while_revalidate=30, max_refresh_tasks=1, close_timeout=0.05)
-    app = build(make_backend, settings)
+    app = build_refresh_app(make_backend, settings)
     _APP[:] = [app]
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     async with served(app) as client:
         runtime = CacheSetup.runtime()
         runtime.clock = clock
@@ -302,9 +200,9 @@ async def test_close_drains_a_refresh_that_finishes_in_time(
     make_backend: Callable[[], Backend] | None,
 ) -> None:
     settings = BaseCacheSettings(stale_while_revalidate=30, close_timeout=30)
-    app = build(make_backend, settings)
+    app = build_refresh_app(make_backend, settings)
     _APP[:] = [app]
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     async with served(app) as client:
         CacheSetup.runtime().clock = clock
         await client.get("/thing/6")
@@ -326,7 +224,9 @@ async def test_after_a_backend_failure_a_request_makes_no_more_backend_calls(
     def make_backend() -> Backend:
         return RedisBackend(aioredis.Redis(host=redis_process.host, port=redis_process.port))
 
-    app = build(make_backend, BaseCacheSettings(backend_timeout=0.25, breaker_failures=100))
+    app = build_refresh_app(
+        make_backend, BaseCacheSettings(backend_timeout=0.25, breaker_failures=100)
+    )
     async with served(app) as client:
         assert (await client.get("/thing/7")).headers[STATUS] == "MISS"
         breaker = CacheSetup.runtime().breaker
@@ -443,9 +343,9 @@ async def test_refresh_tasks_run_in_the_context_given() -> None:
 async def test_a_refresh_held_by_another_process_is_not_retried_on_every_hit(
     make_backend: Callable[[], Backend] | None,
 ) -> None:
-    app = build(make_backend, BaseCacheSettings(stale_while_revalidate=30))
+    app = build_refresh_app(make_backend, BaseCacheSettings(stale_while_revalidate=30))
     _APP[:] = [app]
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     async with served(app) as client:
         runtime = CacheSetup.runtime()
         runtime.clock = clock
@@ -470,7 +370,7 @@ async def test_a_refresh_held_by_another_process_is_not_retried_on_every_hit(
 async def test_a_waiter_serves_what_the_lock_holder_stored(
     make_backend: Callable[[], Backend] | None,
 ) -> None:
-    app = build(make_backend, BaseCacheSettings())
+    app = build_refresh_app(make_backend, BaseCacheSettings())
     _APP[:] = [app]
     async with served(app) as client:
         key, fingerprint = key_of(app, "/thing/{n}", "/thing/10")
@@ -506,9 +406,9 @@ async def test_a_wait_that_times_out_computes_without_storing_or_serves_stale(
     make_backend: Callable[[], Backend] | None,
 ) -> None:
     settings = BaseCacheSettings(lock_wait_timeout=0.1)
-    app = build(make_backend, settings, stale_if_error=60)
+    app = build_refresh_app(make_backend, settings, stale_if_error=60)
     _APP[:] = [app]
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     async with served(app) as client:
         CacheSetup.runtime().clock = clock
         key, _ = key_of(app, "/thing/{n}", "/thing/11")
@@ -545,17 +445,9 @@ async def test_a_refresh_re_enters_a_mounted_sub_application(clean_cache_setup: 
         calls.append(n)
         return {"n": n, "call": len(calls)}
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup(prefix="mounted")
-        try:
-            yield
-        finally:
-            await CacheSetup.close()
-
-    root = FastAPI(lifespan=lifespan)
+    root = FastAPI(lifespan=cache_lifespan(prefix="mounted"))
     root.mount("/sub", sub)
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     async with served(root) as client:
         runtime = CacheSetup.runtime()
         runtime.clock = clock
@@ -576,10 +468,10 @@ async def test_an_invalidation_during_a_refresh_fences_it_out(
     make_backend: Callable[[], Backend] | None,
 ) -> None:
     """The refresh began (generation read) before the invalidation: it must not write its
-    now outdated result back (issue 6's fence holds for background refreshes too)."""
-    app = build(make_backend, BaseCacheSettings(stale_while_revalidate=30))
+    now outdated result back (the generation fence holds for background refreshes too)."""
+    app = build_refresh_app(make_backend, BaseCacheSettings(stale_while_revalidate=30))
     _APP[:] = [app]
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     async with served(app) as client:
         CacheSetup.runtime().clock = clock
         await client.get("/thing/12")

@@ -1,8 +1,8 @@
-"""Issue 5's must-shows across processes: uvicorn processes over TCP on one real Redis.
+"""Stampede protection across processes: uvicorn processes over TCP on one real Redis.
 
-The app is tests/stampede_app.py, configured by environment variables; computations and
-arrivals are counted in Redis, and the processes are synchronised through Redis lists
-(BLPOP), never by sleeping.
+The app is the stampede app of tests/support/apps.py, configured by environment variables;
+computations and arrivals are counted in Redis, and the processes are synchronised through
+Redis lists (BLPOP), never by sleeping.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.servers import RedisServer, uvicorn_server
+from tests.support.servers import RedisServer, uvicorn_server
 
 pytestmark = pytest.mark.redis
 
@@ -30,11 +30,13 @@ WAIT = 60  # bounds a test that would otherwise hang; never reached when it pass
 
 @contextmanager
 def uvicorn(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """One uvicorn process serving tests.stampede_app:app on a free port, over TCP."""
+    """One uvicorn process serving the stampede app on a free port, over TCP."""
     server_env = {**os.environ, **env}
     log: deque[str] | None = None
     try:
-        with uvicorn_server("tests.stampede_app:app", server_env, "--lifespan", "on") as server:
+        with uvicorn_server(
+            "tests.support.apps:stampede_app_from_env", server_env, "--factory", "--lifespan", "on"
+        ) as server:
             log = server.log
             yield server.proc, server.url
     finally:

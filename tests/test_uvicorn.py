@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from tests.servers import RedisServer, uvicorn_server
+from tests.support.servers import RedisServer, uvicorn_server
 
 
 @contextmanager

@@ -562,7 +562,7 @@ def test_native_keyspec_is_final_and_immutable() -> None:
 
 
 def test_lowercasing_header_names_leaves_shared_bytes_alone(kernels: ModuleType) -> None:
-    """Regression: the C spec once lower-cased CPython's cached one-byte b"A" in place."""
+    """The C spec lower-cases a copy, never CPython's cached one-byte b"A" in place."""
     kernels.KeySpec("a", "/", None, ["A", "B", "Xy"])
     # indexing reads the cached object's content (== would compare it with itself)
     assert "A".encode("ascii")[0] == 65

@@ -99,7 +99,7 @@ def test_fires_in_the_last_stretch(
 
 
 def test_the_seed_had_dead_zones() -> None:
-    """What the new rule fixes: the seed never fires for these, at any remaining time."""
+    """Where the seed's rule never fires, at any remaining time (refresh_due does, above)."""
     remaining = [x / 10 for x in range(1, 6_000_001, 997)]
     assert not any(seed_should_early_update(0.0, r, 30_000, 0.2) for r in remaining)
     assert not any(seed_should_early_update(45_000.0, r, 30_000, 0.2) for r in remaining)

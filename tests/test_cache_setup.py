@@ -21,8 +21,8 @@ from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
 from fastapi_cachemate.core.types import ByPass
-from tests.servers import RedisServer
-from tests.test_backends import DictBackend
+from tests.support.backends import DictBackend
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.usefixtures("clean_cache_setup")
 

@@ -5,29 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 import pytest
-import redis.asyncio as aioredis
-from fastapi import FastAPI
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from fastapi_cachemate import _log
 from fastapi_cachemate._runtime import flow as flow_module
-from fastapi_cachemate.cache_setup import CacheSetup
-from fastapi_cachemate.core.backends.redis import RedisBackend
-from fastapi_cachemate.settings import BaseCacheSettings
-from tests.apps import build_app, served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-)
-from tests.servers import RedisServer
+from tests.support.apps import build_app, redis_lifespan, served
+from tests.support.fixtures import AppFactory
+from tests.support.servers import RedisServer
 
-LOGGER = "fastapi_cachemate._runtime.flow"  # the request path's backend calls (issue 5)
+LOGGER = "fastapi_cachemate._runtime.flow"  # the request path's backend calls
 
 
 @pytest.fixture(autouse=True)
@@ -46,23 +34,8 @@ def records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRec
 async def test_backend_lost_and_back_one_record_each(
     redis_process: RedisServer, clean_cache_setup: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis(
-            host=redis_process.host,
-            port=redis_process.port,
-            socket_connect_timeout=1,
-            retry=Retry(NoBackoff(), retries=0),
-        )
-        # a generous backend_timeout: a reconnect after the restart on a loaded machine must
-        # not time out (that would be one more failure: a correct miss, not what is counted)
-        settings = BaseCacheSettings(backend_timeout=5)
-        CacheSetup.setup(backend=RedisBackend(client), settings=settings)
-        yield
-        await CacheSetup.close()
-
     caplog.set_level(logging.DEBUG, LOGGER)
-    app = build_app(lifespan)
+    app = build_app(redis_lifespan(redis_process))
     async with served(app) as client:
         await client.get("/model/1")
         redis_process.stop()

@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -21,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query
 from pydantic import BaseModel
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from fastapi_cachemate import BaseCacheSettings, CacheSetup
+from fastapi_cachemate import BaseCacheSettings
 from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend
@@ -34,7 +33,7 @@ from fastapi_cachemate.invalidation import (
     invalidates,
     keys_for,
 )
-from tests.apps import served
+from tests.support.apps import cache_lifespan, served
 
 PREFIX = "inv"
 
@@ -55,19 +54,11 @@ class State:
 def make_app(make_backend: Callable[[], Backend]) -> tuple[FastAPI, State, dict[str, Any]]:
     state = State()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # backend_timeout: a cluster client discovers the slots on its first command, which
-        # can take longer than the default 0.25 s on a loaded machine (a timed-out call is
-        # a correct miss, but not what these tests count)
-        settings = BaseCacheSettings(backend_timeout=5)
-        CacheSetup.setup(backend=make_backend(), prefix=PREFIX, settings=settings)
-        try:
-            yield
-        finally:
-            await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
+    # backend_timeout: a cluster client discovers the slots on its first command, which can
+    # take longer than the default 0.25 s on a loaded machine (a timed-out call is a correct
+    # miss, but not what these tests count)
+    settings = BaseCacheSettings(backend_timeout=5)
+    app = FastAPI(lifespan=cache_lifespan(make_backend, settings, PREFIX))
 
     @app.get("/blogs/{blog_id}")
     @cache_response(ttl=60, tags=["blog:{blog_id}", "blogs"])
@@ -330,15 +321,7 @@ async def test_a_backend_failure_in_a_write_is_logged_not_raised(
 
 
 async def test_routes_of_a_mounted_sub_application(clean_cache_setup: None) -> None:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup(prefix=PREFIX)
-        try:
-            yield
-        finally:
-            await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan(prefix=PREFIX))
     sub = FastAPI()
 
     @sub.get("/things/{tid}")
@@ -385,15 +368,7 @@ class PageFilter:
 
 
 async def test_invalidate_depends_filter_classes(clean_cache_setup: None) -> None:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup(prefix=PREFIX)
-        try:
-            yield
-        finally:
-            await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan(prefix=PREFIX))
 
     @app.get("/pages")
     @cache_response(ttl=60, tags=["page:{filters.page}"])
@@ -458,15 +433,7 @@ class ClientHeaders(BaseModel):
 async def test_invalidate_header_models_by_the_header_fastapi_reads(
     clean_cache_setup: None,
 ) -> None:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup(prefix=PREFIX)
-        try:
-            yield
-        finally:
-            await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan(prefix=PREFIX))
 
     @app.get("/me")
     @cache_response(ttl=60)

@@ -8,8 +8,7 @@ and on the hit.
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,9 +17,8 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from fastapi_cachemate import CacheSetup
 from fastapi_cachemate.cache import cache_response
-from tests.apps import served
+from tests.support.apps import cache_lifespan, served
 
 
 class Item(BaseModel):
@@ -157,13 +155,7 @@ PATHS = [
 
 
 def _app() -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup()
-        yield
-        await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan())
     plain, cached = APIRouter(), APIRouter()
     _routes(plain, lambda f: f)
     _routes(cached, cache_response(ttl=60))
@@ -212,13 +204,7 @@ async def test_included_router_context(clean_cache_setup: None) -> None:
 
         return router
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup()
-        yield
-        await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan())
     cached = build(cache_response(ttl=60))
     for prefix, router in (("/plain", build(lambda f: f)), ("/cached", cached)):
         app.include_router(

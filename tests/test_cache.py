@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from fastapi_cachemate import cache_response as exported
 from fastapi_cachemate.cache import CacheStatuses, cache_response, is_bypass
 from fastapi_cachemate.cache_setup import CacheSetup
-from tests.apps import client_for
+from tests.support.apps import client_for
 
 
 @pytest.mark.parametrize("ttl", [0, -1, 0.0, float("nan"), float("inf")])

@@ -3,7 +3,7 @@
 A backend whose fetch waits on a gate makes the sharing deterministic: the first lookup is
 held inside the backend while the others arrive (``call_soon`` runs callbacks in order, so
 every follower has reached the shared call before the gate opens). A real Redis shows the
-same under load in docs/benchmarks.md (end to end); tests/test_hit_first.py and the Redis
+same under load in docs/benchmarks.md (end to end); tests/test_hitfirst.py and the Redis
 tests check that a single request still makes exactly one GET.
 """
 

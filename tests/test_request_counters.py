@@ -3,32 +3,22 @@ and the Prometheus route of an app that serves them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from fastapi_cachemate import metrics
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate.cache import cache_response
 from fastapi_cachemate.cache_setup import CacheSetup
-from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.prometheus import metrics_route
-from fastapi_cachemate.settings import BaseCacheSettings
-from tests.apps import build_app, served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-)
-from tests.servers import RedisServer
+from tests.support.apps import build_app, cache_lifespan, redis_lifespan, served
+from tests.support.fixtures import AppFactory
+from tests.support.servers import RedisServer
 
 STATUS = "x-cache-status"
 
@@ -139,13 +129,7 @@ async def test_not_stored_encoding_error(
 
 
 async def test_not_stored_no_store_and_endpoint_error(clean_cache_setup: None) -> None:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup()
-        yield
-        await CacheSetup.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan())
 
     @app.get("/boom")
     @cache_response(ttl=60)
@@ -167,27 +151,6 @@ async def test_not_stored_no_store_and_endpoint_error(clean_cache_setup: None) -
 
 
 @pytest.mark.redis
-def redis_lifespan(redis_process: RedisServer, **settings: Any) -> Any:
-    """A lifespan caching on redis_process with a client that does not retry."""
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis(
-            host=redis_process.host,
-            port=redis_process.port,
-            socket_connect_timeout=1,
-            retry=Retry(NoBackoff(), retries=0),
-        )
-        # a generous backend_timeout: a reconnect after the restart on a loaded machine must
-        # not time out (that would be one more failure: a correct miss, not what is counted)
-        config = BaseCacheSettings(backend_timeout=5, **settings)
-        CacheSetup.setup(backend=RedisBackend(client), settings=config)
-        yield
-        await CacheSetup.close()
-
-    return lifespan
-
-
 async def test_backend_errors_counted(redis_process: RedisServer, clean_cache_setup: None) -> None:
     app = build_app(redis_lifespan(redis_process))
     async with served(app) as client:
@@ -258,12 +221,6 @@ async def test_metrics_route_of_a_cached_app(app_factory: AppFactory) -> None:
 async def test_included_router_counts_under_its_full_path(clean_cache_setup: None) -> None:
     from fastapi import APIRouter
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        CacheSetup.setup()
-        yield
-        await CacheSetup.close()
-
     router = APIRouter()
 
     @router.get("/thing/{n}")
@@ -271,7 +228,7 @@ async def test_included_router_counts_under_its_full_path(clean_cache_setup: Non
     async def thing(n: int) -> dict[str, int]:
         return {"n": n}
 
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=cache_lifespan())
     app.include_router(router, prefix="/v1")
     app.include_router(router, prefix="/v2")
     async with served(app) as client:

@@ -1,5 +1,5 @@
-"""Validators and freshness (issue 4): ETag, If-None-Match -> 304, Age and max-age, HEAD,
-Vary, and client_cache_control="revalidate"."""
+"""Validators and freshness (fastapi_cachemate/_request/http.py): ETag, If-None-Match -> 304, Age
+and max-age, HEAD, Vary, client_cache_control="revalidate", the stale and collapsed answers."""
 
 from __future__ import annotations
 
@@ -11,21 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastapi_cachemate import CacheSetup
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._request import answer
 from fastapi_cachemate._request.answer import etag_matches, freshness
-from fastapi_cachemate._route.keyer import RouteKeyer
-from tests.apps import served
-from tests.apps_http import HttpApp, asgi_call, http_app_fixture  # noqa: F401
-from tests.fixtures_cache import backend_kind_fixture  # noqa: F401
+from tests.support.apps import asgi_call, served
+from tests.support.entries import age_entry
+from tests.support.fixtures import HttpApp
 
 STATUS = "x-cache-status"
 CACHE_STATUS = "cache-status"
@@ -210,33 +206,6 @@ def test_freshness_edges() -> None:
     assert freshness(float("inf"), float("-inf")) == (0, 0)
 
 
-async def _age_entry(app: FastAPI, path: str, seconds: float) -> tuple[float, float]:
-    """Make the stored entry of GET path `seconds` older; (its created time, its ttl)."""
-    route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == path)
-    keyer = RouteKeyer.for_route(route, prefix="test", injected=INJECTED)
-    key, fingerprint = keyer.key_for(path=path)
-    backend = CacheSetup.backend()
-    raw = await backend.fetch(key)
-    assert raw is not None
-    entry = kernels.read_entry(raw, time.time(), fingerprint)
-    assert entry is not None
-    created = entry.created - seconds
-    blob = kernels.write_entry(
-        status=entry.status,
-        headers=entry.headers,
-        body=entry.body,
-        created=created,
-        ttl=entry.ttl,
-        grace=entry.grace,
-        compute_ms=entry.compute_ms,
-        etag=entry.etag,
-        tags=entry.tags,
-        fingerprint=fingerprint,
-    )
-    await backend.store(key, blob, 3_600_000)
-    return created, entry.ttl
-
-
 @pytest.mark.parametrize(
     ("path", "older_by"),
     [
@@ -256,7 +225,7 @@ async def test_age_plus_max_age_never_exceed_the_entry(
     app = http_app()
     async with served(app) as client:
         miss = await client.get(path)
-        created, ttl = await _age_entry(app, path, older_by)
+        created, ttl = await age_entry(app, path, older_by)
         before = time.time()
         hit = await client.get(path)
         after = time.time()
@@ -327,7 +296,7 @@ async def test_revalidate_mode_refreshes_an_old_enough_entry_once(http_app: Http
         first = await client.get("/counter")
         # younger than revalidate_min_age: served from the entry, however often asked
         young = [await client.get("/counter", headers=no_cache) for _ in range(5)]
-        await _age_entry(app, "/counter", 11)
+        await age_entry(app, "/counter", 11)
         refreshed = await client.get("/counter", headers={"cache-control": "max-age=0"})
         after = [await client.get("/counter", headers=no_cache) for _ in range(3)]
         plain = await client.get("/counter")
@@ -347,7 +316,7 @@ async def test_revalidate_mode_client_max_age(http_app: HttpApp) -> None:
     app = http_app(client_cache_control="revalidate", revalidate_min_age=0)
     async with served(app) as client:
         await client.get("/counter")
-        await _age_entry(app, "/counter", 20)
+        await age_entry(app, "/counter", 20)
         tolerant = await client.get("/counter", headers={"cache-control": "max-age=30"})
         strict = await client.get("/counter", headers={"cache-control": "max-age=10"})
     assert tolerant.headers[STATUS] == "HIT"
@@ -410,7 +379,7 @@ def test_stale_answer() -> None:
     assert conditional.body == b""
 
 
-def test_collapsed_answer() -> None:
+def test_collapsed_answer_headers() -> None:
     entry = _entry(created=1000.0, now=1000.2)
     dependency = Response()
     dependency.raw_headers.append((b"x-dependency", b"mine"))

@@ -32,12 +32,7 @@ from fastapi_cachemate._route.keyer import (
     parse_vary,
     request_unkeyed,
 )
-from tests.test_keyspec_helpers import (
-    KeyProbe,
-    Probe,
-    assert_key_iff_inputs,
-    key_kernels,  # noqa: F401 - the fixture
-)
+from tests.support.keyprobe import KeyProbe, Probe, assert_key_iff_inputs
 
 pytestmark = pytest.mark.usefixtures("key_kernels")
 

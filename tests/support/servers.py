@@ -33,6 +33,9 @@ __all__ = [
     "command_delta",
     "free_port",
     "require_redis_binaries",
+    "require_redis_binaries_or_fail",
+    "start_or_fail",
+    "uvicorn_server",
 ]
 
 INSTALL_HINT = (
@@ -59,6 +62,22 @@ def require_redis_binaries() -> tuple[str, str]:
         ]
         raise ServerError(f"{', '.join(missing)} not found on PATH. {INSTALL_HINT}")
     return server, cli
+
+
+def require_redis_binaries_or_fail() -> None:
+    """require_redis_binaries() for a fixture: a missing binary fails the test, never skips it."""
+    try:
+        require_redis_binaries()
+    except ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def start_or_fail(server: RedisServer | LocalCluster) -> None:
+    """server.start() for a fixture: a server that does not start fails the test."""
+    try:
+        server.start()
+    except ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _port_is_free(port: int) -> bool:
@@ -316,7 +335,7 @@ def command_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
 # this line comes once it listens.
 UVICORN_READY = "Uvicorn running on"
 UVICORN_START_TIMEOUT = 30.0
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/support/servers.py
 
 
 class UvicornProcess:

@@ -13,8 +13,7 @@ as the handler path's.
 
 import dataclasses
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import httpx
@@ -26,45 +25,23 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
-from fastapi_cachemate import BaseCacheSettings, CacheSetup
+from fastapi_cachemate import BaseCacheSettings
 from fastapi_cachemate._route.hitfirst import HitFirstApp, blocker
 from fastapi_cachemate.cache import cache_response
-from fastapi_cachemate.core.backends.redis import RedisBackend
-from fastapi_cachemate.core.types import Backend
-from tests.apps import served
-from tests.fixtures_cache import backend_kind_fixture  # noqa: F401
-from tests.servers import RedisServer, command_calls, command_delta
+from tests.support.apps import app_with_routes, cache_lifespan, served
+from tests.support.fixtures import BackendFactory
+from tests.support.servers import command_calls, command_delta
 
 Build = Callable[[Callable[[FastAPI], None]], FastAPI]
 
 
 @pytest.fixture(name="make_app")
-def make_app_fixture(
-    request: pytest.FixtureRequest, backend_kind: str, clean_cache_setup: None
-) -> Build:
+def make_app_fixture(make_backend: BackendFactory, clean_cache_setup: None) -> Build:
     """make_app(add_routes) -> an app whose lifespan sets the cache up on the backend."""
-    make_backend: Callable[[], Backend | None] = lambda: None  # noqa: E731 - the default store
-    if backend_kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        request.getfixturevalue("redis_client")  # flushes the database before the test
-
-        def make_backend() -> Backend:
-            return RedisBackend(client=aioredis.Redis(host=server.host, port=server.port))
+    settings = BaseCacheSettings(backend_timeout=5)  # see tests/support/fixtures.py
 
     def build(add_routes: Callable[[FastAPI], None]) -> FastAPI:
-        @asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            settings = BaseCacheSettings(backend_timeout=5)  # see tests/fixtures_cache.py
-            CacheSetup.setup(backend=make_backend(), settings=settings, prefix="hitfirst")
-            try:
-                yield
-            finally:
-                await CacheSetup.close()
-
-        app = FastAPI(lifespan=lifespan)
-        app.state.calls = Counter()
-        add_routes(app)
-        return app
+        return app_with_routes(add_routes, cache_lifespan(make_backend, settings, "hitfirst"))
 
     return build
 

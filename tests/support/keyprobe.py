@@ -4,6 +4,9 @@ The requests go through the app's own routing, dependency solving and validation
 can compare what the endpoint received (it echoes its inputs) with the key the cache would
 use for the same scope. Scopes are built by hand (not by an HTTP client) so that raw bytes of
 the path and query string reach the app exactly as written: `;`, `%26`, non-UTF-8, NUL.
+
+The ``key_kernels`` fixture (tests/support/fixtures.py) runs such a test with the C key
+builder and with its pure-Python twin.
 """
 
 from __future__ import annotations
@@ -12,29 +15,17 @@ import asyncio
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.types import Message, Scope
 
-from fastapi_cachemate import _native, _pure
-from fastapi_cachemate._route import keyer as keyer_module
 from fastapi_cachemate._route.keyer import RouteKeyer, RouteLike, effective_route
 
 PATH_SAFE = "/:@!$&'()*+,;=~"
-
-
-@pytest.fixture(params=[_native, _pure], ids=["c", "python"])
-def key_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Run a test with the C key builder and with its pure-Python twin."""
-    module: ModuleType = request.param
-    monkeypatch.setattr(keyer_module, "kernels", module)
-    return module
 
 
 @dataclass
@@ -75,7 +66,7 @@ class KeyProbe:
                 return self._keyer_of(route)
         raise LookupError(path)
 
-    def keyer_of_scope(self, scope: dict[str, Any]) -> RouteKeyer:
+    def keyer_of_scope(self, scope: Scope) -> RouteKeyer:
         """The keyer of the route that served a request (included routers too)."""
         return self._keyer_of(effective_route(scope))
 

@@ -1,4 +1,4 @@
-"""Web cache poisoning, end to end (issue 4): what an attacker sends first never changes the
+"""Web cache poisoning, end to end: what an attacker sends first never changes the
 response that others receive afterwards.
 
 Every case is checked against the endpoint itself: its own answer to a request (the cache
@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from tests.apps import served
-from tests.apps_http import HttpApp, asgi_call, http_app_fixture  # noqa: F401
-from tests.fixtures_cache import backend_kind_fixture  # noqa: F401
+from tests.support.apps import asgi_call, served
+from tests.support.fixtures import HttpApp
 
 STATUS = b"x-cache-status"
 NO_CACHE = (b"cache-control", b"no-cache")

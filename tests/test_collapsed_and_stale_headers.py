@@ -1,5 +1,6 @@
-"""Issue 4's headers on issue 5's paths: collapsed requests, revalidation through the single
-flight, stale answers, and unstorable responses releasing their waiters."""
+"""The HTTP headers (validators, Age, Cache-Status) on the shared paths: collapsed requests,
+revalidation through the single flight, stale answers, and unstorable responses releasing
+their waiters."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from fastapi import FastAPI
 
 from fastapi_cachemate import CacheSetup, metrics
 from fastapi_cachemate._runtime.singleflight import SingleFlight
-from tests.apps import served
-from tests.apps_http import HttpApp, http_app_fixture  # noqa: F401
-from tests.fixtures_cache import backend_kind_fixture  # noqa: F401
-from tests.test_http_validators import _age_entry
+from tests.support.apps import served
+from tests.support.entries import age_entry
+from tests.support.fixtures import HttpApp
 
 STATUS = "x-cache-status"
 CACHE_STATUS = "cache-status"
@@ -99,7 +99,7 @@ async def test_revalidation_goes_through_one_computation(http_app: HttpApp) -> N
     app = http_app(client_cache_control="revalidate", revalidate_min_age=5)
     async with served(app) as client:
         first = await client.get("/gated")
-        await _age_entry(app, "/gated", 6)
+        await age_entry(app, "/gated", 6)
         no_cache = {"cache-control": "no-cache"}
         answers = await _concurrent(app, client, [("GET", no_cache)] * 4)
         after = await client.get("/gated", headers=no_cache)
@@ -118,7 +118,7 @@ async def test_stale_while_revalidate_headers(http_app: HttpApp) -> None:
     app = http_app(stale_while_revalidate=30)
     async with served(app) as client:
         await client.get("/counter")
-        await _age_entry(app, "/counter", 64.5)  # 4.5 s past its 60 s ttl
+        await age_entry(app, "/counter", 64.5)  # 4.5 s past its 60 s ttl
         stale = await client.get("/counter")
     assert stale.headers[STATUS] == "STALE"
     assert stale.headers[CACHE_STATUS] == "fastapi-cachemate; hit; ttl=-5"

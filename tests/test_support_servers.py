@@ -11,8 +11,13 @@ from redis import exceptions as redis_exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tests import conftest
-from tests.servers import RedisServer, ServerError, free_port, require_redis_binaries
+from tests.support.servers import (
+    RedisServer,
+    ServerError,
+    free_port,
+    require_redis_binaries,
+    require_redis_binaries_or_fail,
+)
 
 
 def test_missing_redis_server_is_an_error_with_the_install_hint(
@@ -30,7 +35,7 @@ def test_the_fixtures_fail_rather_than_skip_without_redis_server(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CI", raising=False)  # not only on CI: always a failure
     with pytest.raises(pytest.fail.Exception, match="apt-get install"):
-        conftest._require_binaries()
+        require_redis_binaries_or_fail()
 
 
 def test_free_port_with_cluster_bus() -> None:

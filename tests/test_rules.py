@@ -6,12 +6,8 @@ import httpx
 import pytest
 
 from fastapi_cachemate._request.rules import cache_control_directives
-from tests.apps import served
-from tests.fixtures_cache import (  # noqa: F401 - fixtures
-    AppFactory,
-    app_factory_fixture,
-    backend_kind_fixture,
-)
+from tests.support.apps import served
+from tests.support.fixtures import AppFactory
 
 STATUS = "x-cache-status"
 

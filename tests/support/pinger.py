@@ -1,6 +1,6 @@
 """A PING loop in its own process: what another client of Redis sees while a test runs.
 
-``python -m tests.pinger HOST PORT``: connects, prints ``ready`` once the first PONG came
+``python -m tests.support.pinger HOST PORT``: connects, prints ``ready`` once the first PONG came
 back, then sends a PING every ~0.2 ms (one at a time, on one blocking socket; it
 sleeps in between, so the scheduler wakes it promptly when its PONG arrives) until a line
 arrives on stdin; then prints one JSON list of ``[sent_at, latency]`` pairs, both in

@@ -1,4 +1,4 @@
-"""What may be stored (issue 4): the table over statuses and response headers, per-status
+"""What may be stored: the table over statuses and response headers, per-status
 TTLs, requests that never use the cache (Authorization, a body), and what each says in
 X-Cache-Status and Cache-Status."""
 
@@ -13,9 +13,8 @@ import pytest
 
 from fastapi_cachemate._request.rules import StatusTTLs
 from fastapi_cachemate.cache import cache_response
-from tests.apps import served
-from tests.apps_http import CASES, CUSTOM_STATUSES, HttpApp, http_app_fixture  # noqa: F401
-from tests.fixtures_cache import backend_kind_fixture  # noqa: F401
+from tests.support.apps import CASES, CUSTOM_STATUSES, served
+from tests.support.fixtures import HttpApp
 
 STATUS = "x-cache-status"
 CACHE_STATUS = "cache-status"

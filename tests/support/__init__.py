@@ -1,0 +1,1 @@
+"""What the tests share: servers, apps, fixtures (a pytest plugin) and helpers."""
