@@ -25,7 +25,8 @@
 
 #include "state.h"
 
-static const char *const counter_names[CM_N_STATS] = {
+/* Unsized, so that a name missing from a table is a compile error below. */
+static const char *const counter_names[] = {
     "hits",
     "misses",
     "stale_served",
@@ -45,16 +46,25 @@ static const char *const counter_names[CM_N_STATS] = {
     "not_stored_no_store",
     "not_stored_private",
     "not_stored_vary_star",
+    "not_stored_vary_unkeyed",
+    "not_stored_head",
+    "not_stored_head_empty_body",
     "not_stored_authorization",
     "not_stored_too_large",
     "not_stored_streaming",
     "not_stored_error",
 };
 
-static const char *const reason_names[CM_N_REASONS] = {
-    "status",        "set_cookie", "no_store",  "private", "vary_star",
-    "authorization", "too_large",  "streaming", "error",
+static const char *const reason_names[] = {
+    "status",        "set_cookie",   "no_store",  "private",
+    "vary_star",     "vary_unkeyed", "head",      "head_empty_body",
+    "authorization", "too_large",    "streaming", "error",
 };
+
+_Static_assert(sizeof(counter_names) / sizeof(counter_names[0]) == CM_N_STATS,
+               "one name per counter of stats.h");
+_Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == CM_N_REASONS,
+               "one name per reason of stats.h");
 
 /* --- EndpointStats ------------------------------------------------------ */
 

@@ -215,9 +215,9 @@ class MemoryStore:
 # in index order: hits, misses, stale_served, bypass, no_cache, stored, not_stored,
 # refreshes, refresh_failures, lock_waits, lock_timeouts, backend_errors,
 # bytes_before_compression, bytes_after_compression, then not_stored_<reason> for each of
-# NOT_STORED_REASONS: status, set_cookie, no_store, private, vary_star, authorization,
-# too_large, streaming, error. Counts: int >= 0 (TypeError / ValueError / OverflowError);
-# indexes: int in range (TypeError / ValueError).
+# NOT_STORED_REASONS: status, set_cookie, no_store, private, vary_star, vary_unkeyed, head,
+# head_empty_body, authorization, too_large, streaming, error. Counts: int >= 0 (TypeError /
+# ValueError / OverflowError); indexes: int in range (TypeError / ValueError).
 STATS_COUNTERS: Final[tuple[str, ...]]
 NOT_STORED_REASONS: Final[tuple[str, ...]]
 BREAKER_CLOSED: Final[int]  # 0

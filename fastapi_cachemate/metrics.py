@@ -14,8 +14,7 @@ Counter names are ``STATS_COUNTERS`` (see ``_native.pyi``); the reason counters 
 ``NOT_STORED_REASONS``. Why a response was not stored is a :class:`NotStored` member, made
 where the decision is made (``rules``, ``http``, ``cache``, ``flow``) and counted by
 ``not_stored(row, reason)``: no text is parsed on the way, so no reason can be counted as
-another. A reason the counters have no ``not_stored_<reason>`` for (``NOT_STORED_COUNTERS``
-maps it to None) counts in ``not_stored`` only.
+another. Every reason has its own ``not_stored_<reason>`` counter (``NOT_STORED_COUNTERS``).
 
 Endpoint names: the route's path template (``endpoint_name(route)``, e.g. ``/items/{id}``),
 so the set of names is bounded by the app's routes, never by its URLs.
@@ -64,6 +63,9 @@ REASON_SET_COOKIE: Final = NOT_STORED_REASONS.index("set_cookie")
 REASON_NO_STORE: Final = NOT_STORED_REASONS.index("no_store")
 REASON_PRIVATE: Final = NOT_STORED_REASONS.index("private")
 REASON_VARY_STAR: Final = NOT_STORED_REASONS.index("vary_star")
+REASON_VARY_UNKEYED: Final = NOT_STORED_REASONS.index("vary_unkeyed")
+REASON_HEAD: Final = NOT_STORED_REASONS.index("head")
+REASON_HEAD_EMPTY_BODY: Final = NOT_STORED_REASONS.index("head_empty_body")
 REASON_AUTHORIZATION: Final = NOT_STORED_REASONS.index("authorization")
 REASON_TOO_LARGE: Final = NOT_STORED_REASONS.index("too_large")
 REASON_STREAMING: Final = NOT_STORED_REASONS.index("streaming")
@@ -121,37 +123,31 @@ class NotStored(enum.Enum):
     ERROR = "error"  # the endpoint raised, the entry could not be encoded, the backend failed
 
 
-#: The ``not_stored_<reason>`` counter of each reason (a ``NOT_STORED_REASONS`` name), or
-#: None: the counters have none of its own, it counts in ``not_stored`` only.
-NOT_STORED_COUNTERS: Final[dict[NotStored, str | None]] = {
+#: The ``not_stored_<reason>`` counter of each reason (a ``NOT_STORED_REASONS`` name).
+NOT_STORED_COUNTERS: Final[dict[NotStored, str]] = {
     NotStored.STATUS: "status",
     NotStored.SET_COOKIE: "set_cookie",
     NotStored.NO_STORE: "no_store",
     NotStored.PRIVATE: "private",
     NotStored.VARY_STAR: "vary_star",
-    NotStored.VARY_UNKEYED: None,
-    NotStored.HEAD: None,
-    NotStored.HEAD_EMPTY_BODY: None,
+    NotStored.VARY_UNKEYED: "vary_unkeyed",
+    NotStored.HEAD: "head",
+    NotStored.HEAD_EMPTY_BODY: "head_empty_body",
     NotStored.AUTHORIZATION: "authorization",
     NotStored.TOO_LARGE: "too_large",
     NotStored.STREAMING: "streaming",
     NotStored.ERROR: "error",
 }
 
-_NOT_STORED_TOTAL: Final = STATS_COUNTERS.index("not_stored")
-_REASON_INDEX: Final[dict[NotStored, int | None]] = {
-    reason: None if name is None else NOT_STORED_REASONS.index(name)
-    for reason, name in NOT_STORED_COUNTERS.items()
+_REASON_INDEX: Final[dict[NotStored, int]] = {
+    reason: NOT_STORED_REASONS.index(name) for reason, name in NOT_STORED_COUNTERS.items()
 }
 
 
 def not_stored(row: EndpointStats, reason: NotStored) -> None:
-    """Count a response of row's endpoint that was not stored, for reason."""
-    index = _REASON_INDEX[reason]
-    if index is None:
-        row.add(_NOT_STORED_TOTAL)
-    else:
-        row.not_stored(index)
+    """Count a response of row's endpoint that was not stored, for reason: ``not_stored``
+    and its ``not_stored_<reason>``."""
+    row.not_stored(_REASON_INDEX[reason])
 
 
 def set_breaker_state(state: str | int) -> None:

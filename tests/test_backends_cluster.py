@@ -75,6 +75,28 @@ async def test_lock_scripts_on_every_node(redis_cluster_client: RedisCluster) ->
         assert await redis_cluster_client.exists(lock_key) == 0
 
 
+async def test_junk_at_a_lock_key_is_taken_over_on_every_node(
+    redis_cluster_client: RedisCluster,
+) -> None:
+    """A lock key without an expiry (junk: every lock has one) is replaced by the lock, by
+    the store's lock_and_fetch and by the lock manager's try_lock, in the key's slot."""
+    backend = RedisBackend(redis_cluster_client)
+    locks = RedisLockManager(backend)
+    for key in keys_on_every_node(redis_cluster_client):
+        lock_key = key + b":lock"
+        await redis_cluster_client.set(lock_key, b"\xff\x00junk")
+        token, value = await backend.lock_and_fetch(lock_key, 2_000, key)
+        assert (token is not None, value) == (True, None)
+        assert await redis_cluster_client.get(lock_key) == token.encode()
+        assert 0 < await redis_cluster_client.pttl(lock_key) <= 2_000
+        await redis_cluster_client.delete(lock_key)
+        await redis_cluster_client.rpush(lock_key, b"a")  # another type, no expiry
+        token = await locks.try_lock(lock_key, 2_000)
+        assert token is not None
+        assert await redis_cluster_client.get(lock_key) == token.encode()
+        assert await locks.unlock(lock_key, token) is True
+
+
 async def test_lock_scripts_reload_on_every_node(redis_cluster_client: RedisCluster) -> None:
     locks = RedisLockManager(RedisBackend(redis_cluster_client))
     await redis_cluster_client.script_flush()  # sent to every primary

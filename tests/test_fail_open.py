@@ -5,6 +5,7 @@ breaker. The endpoint's own exceptions still propagate."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,13 +17,21 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from fastapi_cachemate import Backend, BaseCacheSettings, CacheSetup, LockManager, cache_response
+from fastapi_cachemate import (
+    Backend,
+    BaseCacheSettings,
+    CacheSetup,
+    LockManager,
+    cache_response,
+    metrics,
+)
 from fastapi_cachemate._runtime.breaker import BackendUnavailable
 from fastapi_cachemate.core import layout
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks.memory import MemoryLockManager
 from fastapi_cachemate.core.locks.redis import RedisLockManager
+from fastapi_cachemate.core.scripts import new_token
 from fastapi_cachemate.invalidation import invalidate_tags, invalidates
 from tests.support.apps import client_for, custom_app, served
 from tests.support.backends import SeedDictBackend, SeedRedisBackend
@@ -297,8 +306,12 @@ def _owned_key(kind: str, key: bytes, prefix: str) -> bytes:
     return layout.tag_key(prefix.encode(), TAG)
 
 
-def _tagged_app(make_backend: Callable[[], Backend], **settings: Any) -> FastAPI:
-    app = custom_app(make_backend, **settings)
+def _tagged_app(
+    make_backend: Callable[[], Backend],
+    make_locks: Callable[[Backend], LockManager] | None = None,
+    **settings: Any,
+) -> FastAPI:
+    app = custom_app(make_backend, make_locks, **settings)
 
     @app.get("/tagged/{item_id}")
     @cache_response(ttl=60, tags=["blog:{item_id}"])
@@ -332,6 +345,52 @@ async def test_junk_in_an_owned_redis_key_is_answered_by_the_endpoint(
     _assert_served(responses)
     assert written.status_code == 200
     assert written.json() == {"written": 5}
+
+
+#: what may sit at a lock key without an expiry: no lock of ours (each has one)
+LOCK_JUNK: dict[str, Writer] = {
+    **JUNK_VALUES,
+    "a token without expiry": lambda r, k: r.set(k, new_token()),
+}
+#: the store's lock_and_fetch (RedisBackend's own locks), or a lock manager's try_lock
+LOCK_PATHS: dict[str, Callable[[Backend], LockManager] | None] = {
+    "lock_and_fetch": None,
+    "try_lock": lambda backend: RedisLockManager(RedisBackend(backend.client)),
+}
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("junk", LOCK_JUNK)
+@pytest.mark.parametrize("path", LOCK_PATHS)
+async def test_junk_at_the_lock_key_is_taken_over_without_waiting(
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    junk: str,
+) -> None:
+    def make() -> Backend:
+        return RedisBackend(aioredis.Redis(host=redis_server.host, port=redis_server.port))
+
+    metrics.reset()
+    # A waiter for the junk "lock" would wait lock_wait_timeout, then compute without storing.
+    app = _tagged_app(make, LOCK_PATHS[path], lock_wait_timeout=60)
+    async with served(app) as client:
+        assert CacheSetup.lock_manager().shares_store(CacheSetup.backend()) is (path != "try_lock")
+        key, _ = key_of(app, "/tagged/{item_id}", "/tagged/5")
+        await LOCK_JUNK[junk](redis_client, key + b":lock")
+        with caplog.at_level(logging.WARNING, logger="fastapi_cachemate"):
+            first = await asyncio.wait_for(client.get("/tagged/5"), timeout=30)  # << 60 s
+            second = await client.get("/tagged/5")
+    _assert_served([first, second])
+    assert first.headers[STATUS] == "MISS"
+    assert second.headers[STATUS] == "HIT"  # the entry was stored under the lock taken over
+    assert app.state.calls["tagged"] == 1
+    assert [r.getMessage() for r in caplog.records if getattr(r, "reason", "") == "junk_lock"] == [
+        f"junk at lock key {key + b':lock'!r} (no expiry: no lock of ours) removed; the lock "
+        "is taken"
+    ]
+    assert metrics.snapshot()["totals"]["lock_waits"] == 0
 
 
 @pytest.mark.parametrize("kind", ["entry", "generation", "lock", "tag set"])

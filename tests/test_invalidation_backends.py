@@ -583,7 +583,8 @@ async def test_store_and_unlock_of_a_ticket_without_generation(
 
 
 async def test_lock_and_fetch_in_one_call(redis_inv_backend: RedisBackend) -> None:
-    """SET K:lock NX PX, then GET K: the token (None when the lock is taken) and the value."""
+    """SET K:lock NX PX, GET K, PTTL K:lock: the token (None when the lock is taken) and the
+    value."""
     backend = redis_inv_backend
     k = key(24)
     lock_key = k + b":lock"

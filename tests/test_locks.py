@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import redis.asyncio as aioredis
@@ -179,16 +180,39 @@ async def test_memory_lock_manager_accepts_a_backend_and_lock_ttl() -> None:
         MemoryLockManager(lock_ttl=-1)
 
 
-# --- on Redis: one command, EVALSHA, expiry awaited on a keyspace event -------------------
+# --- on Redis: one round trip, EVALSHA, expiry awaited on a keyspace event ----------------
 @pytest.mark.redis
-async def test_redis_try_lock_is_one_set_nx_px(redis_client: aioredis.Redis) -> None:
+async def test_redis_try_lock_is_set_nx_px_and_pttl(redis_client: aioredis.Redis) -> None:
     locks = RedisLockManager(RedisBackend(redis_client))
     before = await command_calls(redis_client)
     token = await locks.try_lock(KEY, 3_000)
-    assert command_delta(before, await command_calls(redis_client)) == {"set": 1}
+    assert command_delta(before, await command_calls(redis_client)) == {"set": 1, "pttl": 1}
     assert token is not None
     assert await redis_client.get(KEY) == token.encode()
     assert 2_000 < await redis_client.pttl(KEY) <= 3_000
+    before = await command_calls(redis_client)
+    assert await locks.try_lock(KEY, 3_000) is None  # a live lock: no takeover script
+    assert command_delta(before, await command_calls(redis_client)) == {"set": 1, "pttl": 1}
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "junk",
+    [b"\xff\x00junk", b"0123456789abcdef0123456789abcdef"],  # bytes; a token, no expiry
+    ids=["bytes", "token"],
+)
+async def test_redis_try_lock_takes_over_a_lock_key_without_expiry(
+    redis_client: aioredis.Redis, junk: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    locks = RedisLockManager(RedisBackend(redis_client))
+    await redis_client.set(KEY, junk)
+    with caplog.at_level(logging.WARNING):
+        token = await locks.try_lock(KEY, 3_000)
+    assert token is not None
+    assert await redis_client.get(KEY) == token.encode()
+    assert 2_000 < await redis_client.pttl(KEY) <= 3_000
+    assert [r.reason for r in caplog.records if r.levelno == logging.WARNING] == ["junk_lock"]
+    assert await locks.try_lock(KEY, 3_000) is None  # ours now: a live lock
 
 
 @pytest.mark.redis

@@ -17,10 +17,39 @@ def zeroed() -> Iterator[None]:
     metrics.reset()
 
 
-def test_every_not_stored_reason_has_its_counter_or_none() -> None:
+# Written out, not derived from NOT_STORED_COUNTERS: a reason mapped to another's counter fails.
+REASON_COUNTERS = {
+    metrics.NotStored.STATUS: "not_stored_status",
+    metrics.NotStored.SET_COOKIE: "not_stored_set_cookie",
+    metrics.NotStored.NO_STORE: "not_stored_no_store",
+    metrics.NotStored.PRIVATE: "not_stored_private",
+    metrics.NotStored.VARY_STAR: "not_stored_vary_star",
+    metrics.NotStored.VARY_UNKEYED: "not_stored_vary_unkeyed",
+    metrics.NotStored.HEAD: "not_stored_head",
+    metrics.NotStored.HEAD_EMPTY_BODY: "not_stored_head_empty_body",
+    metrics.NotStored.AUTHORIZATION: "not_stored_authorization",
+    metrics.NotStored.TOO_LARGE: "not_stored_too_large",
+    metrics.NotStored.STREAMING: "not_stored_streaming",
+    metrics.NotStored.ERROR: "not_stored_error",
+}
+
+
+def test_every_not_stored_reason_has_a_counter_of_its_own() -> None:
+    assert set(REASON_COUNTERS) == set(metrics.NotStored)
     assert set(metrics.NOT_STORED_COUNTERS) == set(metrics.NotStored)
-    named = {name for name in metrics.NOT_STORED_COUNTERS.values() if name is not None}
-    assert named == set(metrics.NOT_STORED_REASONS)  # every reason counter is reachable
+    counters = [f"not_stored_{name}" for name in metrics.NOT_STORED_COUNTERS.values()]
+    assert len(set(counters)) == len(counters)  # no two reasons share one
+    assert set(counters) == {f"not_stored_{r}" for r in metrics.NOT_STORED_REASONS}
+    assert set(counters) <= set(metrics.STATS_COUNTERS)
+
+
+@pytest.mark.parametrize("reason", list(metrics.NotStored), ids=lambda r: r.name)
+def test_not_stored_counts_the_reason_on_its_own_counter(reason: metrics.NotStored) -> None:
+    row = metrics.endpoint("/r")
+    metrics.not_stored(row, reason)
+    metrics.not_stored(row, reason)
+    counted = {k: v for k, v in row.snapshot().items() if v}
+    assert counted == {"not_stored": 2, REASON_COUNTERS[reason]: 2}
 
 
 def test_snapshot_shape_and_totals() -> None:

@@ -9,6 +9,7 @@ Every script touches only keys of one hash tag, so it runs on a cluster too. Bot
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 
 __all__ = [
@@ -22,10 +23,15 @@ __all__ = [
     "SCRIPTS",
     "STORE_IF_GENERATION_SCRIPT",
     "STORE_SHA",
+    "TAKE_OVER_SCRIPT",
+    "TAKE_OVER_SHA",
     "UNLOCK_SCRIPT",
     "UNLOCK_SHA",
+    "junk_lock_removed",
     "new_token",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def new_token() -> str:
@@ -95,12 +101,31 @@ end
 return 0
 """
 
+# KEYS: the lock; ARGV: token, ttl_ms. Run when SET NX PX could not take the lock and the
+# lock key had no expiry (PTTL -1). Every lock the cache takes has one (SET ... PX), whatever
+# its value, so a key without one is junk (bytes, a token or another Redis type written by
+# someone else) that would otherwise look held forever: it is deleted and the lock set.
+# Checked again here, atomically: a live lock (an expiry) is left alone. 2: junk removed,
+# the lock is ours; 1: the key was gone meanwhile, the lock is ours; 0: a live lock.
+TAKE_OVER_SCRIPT = """\
+local pttl = redis.call("PTTL", KEYS[1])
+if pttl >= 0 then
+    return 0
+end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+if pttl == -1 then
+    return 2
+end
+return 1
+"""
+
 SCRIPTS = (
     BEGIN_SCRIPT,
     STORE_IF_GENERATION_SCRIPT,
     UNLOCK_SCRIPT,
     INVALIDATE_SCRIPT,
     ADD_TAG_SCRIPT,
+    TAKE_OVER_SCRIPT,
 )
 
 
@@ -113,3 +138,14 @@ STORE_SHA = _sha(STORE_IF_GENERATION_SCRIPT)
 UNLOCK_SHA = _sha(UNLOCK_SCRIPT)
 INVALIDATE_SHA = _sha(INVALIDATE_SCRIPT)
 ADD_TAG_SHA = _sha(ADD_TAG_SCRIPT)
+TAKE_OVER_SHA = _sha(TAKE_OVER_SCRIPT)
+
+
+def junk_lock_removed(lock_key: bytes) -> None:
+    """Log (WARNING) that junk at lock_key was replaced by a lock: one record per junk value
+    found, since it is gone once replaced."""
+    logger.warning(
+        "junk at lock key %r (no expiry: no lock of ours) removed; the lock is taken",
+        lock_key,
+        extra={"key": lock_key.decode("utf-8", "replace"), "reason": "junk_lock"},
+    )

@@ -15,8 +15,8 @@ def churn() -> None:
     row.hit()
     row.miss()
     row.stored(i, i // 2)
-    row.not_stored(i % 9)
-    row.add(i % 23, 2**63 + i)
+    row.not_stored(i % len(_native.NOT_STORED_REASONS))
+    row.add(i % len(_native.STATS_COUNTERS), 2**63 + i)
     stats.endpoint(f"/e/{i % 20}")
     if i % 10 == 0:
         stats.snapshot()

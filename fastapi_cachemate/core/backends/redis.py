@@ -38,8 +38,10 @@ from fastapi_cachemate.core.scripts import (
     SCRIPTS,
     STORE_IF_GENERATION_SCRIPT,
     STORE_SHA,
+    TAKE_OVER_SHA,
     UNLOCK_SCRIPT,
     UNLOCK_SHA,
+    junk_lock_removed,
     new_token,
 )
 from fastapi_cachemate.core.types import DEFAULT_GENERATION_TTL_MS, Backend, ComputeTicket
@@ -267,24 +269,40 @@ class RedisBackend(Backend):
     async def lock_and_fetch(
         self, lock_key: bytes, ttl_ms: int, key: bytes
     ) -> tuple[str | None, bytes | None]:
-        """SET lock_key token NX PX ttl_ms (a RedisLockManager's try_lock) and GET key in one
-        pipeline round trip, in that order (lock_key is ``K:lock``: K's slot). A value of
-        another type at key is None, as for fetch."""
+        """SET lock_key token NX PX ttl_ms (a RedisLockManager's try_lock), GET key and PTTL
+        lock_key in one pipeline round trip, in that order (lock_key is ``K:lock``: K's
+        slot). A value of another type at key is None, as for fetch.
+
+        A lock key without an expiry is junk, never a lock of ours (scripts.TAKE_OVER_SCRIPT):
+        one more EVALSHA replaces it with our lock, instead of every request waiting for a
+        lock nobody holds."""
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
         token = new_token()
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.execute_command("SET", lock_key, token, "NX", "PX", ttl_ms)
             pipe.execute_command("GET", key, keys=[key], **{NEVER_DECODE: True})
-            taken, value = await pipe.execute(raise_on_error=False)
+            pipe.execute_command("PTTL", lock_key)
+            taken, value, lock_pttl = await pipe.execute(raise_on_error=False)
         if isinstance(taken, Exception):
             raise taken
+        if isinstance(lock_pttl, Exception):
+            raise lock_pttl
         if isinstance(value, Exception):
             if not str(value).startswith("WRONGTYPE"):
                 raise value
             logger.warning("RedisBackend: %r holds another type: a miss, overwritten", key)
             value = None
+        if not taken and lock_pttl == -1:
+            taken = await self._take_over_lock(lock_key, token, ttl_ms)
         return (token if taken else None), value
+
+    async def _take_over_lock(self, lock_key: bytes, token: str, ttl_ms: int) -> bool:
+        """TAKE_OVER_SCRIPT: whether the lock is now token's (junk removed, or gone)."""
+        outcome = await self._evalsha(TAKE_OVER_SHA, (lock_key,), token, ttl_ms)
+        if outcome == 2:
+            junk_lock_removed(lock_key)
+        return bool(outcome)
 
     async def store_if_generation_and_unlock(
         self, ticket: ComputeTicket, value: bytes, ttl_ms: int, lock_key: bytes, token: str

@@ -1,9 +1,12 @@
 """RedisLockManager: locks across processes, in the same Redis (or cluster) as the cache.
 
-The cache's calls: ``try_lock(key, ttl_ms)`` is one ``SET key token NX PX ttl_ms`` with a
-fresh random token per acquisition; ``unlock(key, token)`` deletes the key only if it still
-holds that token, ``extend(key, token, ttl_ms)`` pushes its expiry only if it does: both
-are Lua scripts run by EVALSHA (redis-py's ``register_script`` falls back to loading the
+The cache's calls: ``try_lock(key, ttl_ms)`` is ``SET key token NX PX ttl_ms`` with a
+fresh random token per acquisition and ``PTTL key``, in one pipeline round trip: a key
+without an expiry is junk, never a lock (each has one), and is replaced by the lock with
+one more EVALSHA (``scripts.TAKE_OVER_SCRIPT``), so that no request waits for it.
+``unlock(key, token)`` deletes the key only if it still holds that token,
+``extend(key, token, ttl_ms)`` pushes its expiry only if it does: both are Lua scripts run
+by EVALSHA (redis-py's ``register_script`` falls back to loading the
 script on NOSCRIPT). The scripts touch only the one key they are given, so they run on a
 cluster too. Errors propagate (the request path bounds and counts them).
 
@@ -23,7 +26,13 @@ from redis.asyncio.cluster import RedisCluster
 
 from fastapi_cachemate.core.backends.redis import RedisBackend
 from fastapi_cachemate.core.locks import check_lock_ttl, check_ttl_ms
-from fastapi_cachemate.core.scripts import EXTEND_SCRIPT, UNLOCK_SCRIPT, new_token
+from fastapi_cachemate.core.scripts import (
+    EXTEND_SCRIPT,
+    TAKE_OVER_SCRIPT,
+    UNLOCK_SCRIPT,
+    junk_lock_removed,
+    new_token,
+)
 from fastapi_cachemate.core.types import Backend, LockManager
 
 __all__ = ["EXTEND_SCRIPT", "UNLOCK_SCRIPT", "RedisLockManager"]
@@ -53,6 +62,7 @@ class RedisLockManager(LockManager):
         self._lock_token = str(uuid.uuid4())
         self._unlock = client.register_script(UNLOCK_SCRIPT)
         self._extend = client.register_script(EXTEND_SCRIPT)
+        self._take_over = client.register_script(TAKE_OVER_SCRIPT)
 
     @property
     def lock_ttl(self) -> int:
@@ -84,10 +94,19 @@ class RedisLockManager(LockManager):
 
     # --- what the cache calls ---------------------------------------------------------------
     async def try_lock(self, key: bytes, ttl_ms: int) -> str | None:
-        """SET key token NX PX ttl_ms: the new token, or None when the lock is taken."""
+        """SET key token NX PX ttl_ms and PTTL key (one round trip): the new token, or None
+        when the lock is taken. Junk at key (no expiry) is replaced by the lock."""
         check_ttl_ms(ttl_ms)
         token = new_token()
-        taken = await self._client.set(key, token, nx=True, px=ttl_ms)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.set(key, token, nx=True, px=ttl_ms)
+            pipe.pttl(key)
+            taken, pttl = await pipe.execute()
+        if not taken and pttl == -1:
+            outcome = await self._take_over(keys=[key], args=[token, ttl_ms])
+            if outcome == 2:
+                junk_lock_removed(key)
+            taken = bool(outcome)
         return token if taken else None
 
     async def unlock(self, key: bytes, token: str) -> bool:
