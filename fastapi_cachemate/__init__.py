@@ -1,5 +1,6 @@
 """fastapi-cachemate: a response cache for FastAPI with a C hot path."""
 
+from fastapi_cachemate._log import JsonFormatter
 from fastapi_cachemate._route.keyer import request_unkeyed
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.coders.orjson import OrjsonCoderManager
@@ -30,6 +31,7 @@ __all__ = [
     "CoderManager",
     "CompressManager",
     "CompressionMode",
+    "JsonFormatter",
     "LockManager",
     "OrjsonCoderManager",
     "ZlibCompressManager",

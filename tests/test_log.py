@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import fastapi_cachemate
 from fastapi_cachemate import _log
 from fastapi_cachemate._runtime import flow as flow_module
 from tests.support.apps import build_app, redis_lifespan, served
@@ -116,7 +117,7 @@ def test_json_formatter() -> None:
     )
     for name, value in _log.fields(key=b"k", endpoint="/e", reason="too_large", size=3).items():
         setattr(record, name, value)
-    out = json.loads(_log.JsonFormatter().format(record))
+    out = json.loads(fastapi_cachemate.JsonFormatter().format(record))
     assert out["message"] == "hi x"
     assert out["level"] == "WARNING"
     assert out["logger"] == "fastapi_cachemate.cache"
