@@ -1,7 +1,9 @@
 """packb / unpackb of fastapi_cachemate._native against ormsgpack, msgpack-python and msgspec.
 
 Three JSON-like API payloads (lists of dicts of str / int / float / bool / None, nested a
-little): small (~0.5 KB), medium (~10 KB) and large (~200 KB) of MessagePack. Every library
+little): small (~0.5 KB), medium (~10 KB) and large (~200 KB) of MessagePack; and a
+document of 1200 flat product records (~170 KB), where decoding is mostly map keys, short
+strings and numbers. Every library
 runs in this one process; each timing is the best of several repeats of a timed loop.
 Ratios are their time / our time: above 1 means we are faster.
 
@@ -65,7 +67,28 @@ def make_payload(target: int) -> dict[str, Any]:
         size = grown
 
 
+def _record(i: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "sku": f"SKU-{i:06d}",
+        "title": f"Product {i}",
+        "price": round(9.99 + i * 0.37, 2),
+        "qty": i % 97,
+        "active": i % 5 != 0,
+        "rating": round((i % 50) / 10, 1),
+        "category": ["books", "music", "games", "tools"][i % 4],
+        "updated": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
+        "vendor": {"id": i % 40, "name": f"vendor {i % 40}"},
+    }
+
+
+def make_records(n: int) -> dict[str, Any]:
+    """A document of n product records."""
+    return {"records": [_record(i) for i in range(n)], "count": n}
+
+
 PAYLOADS = {name: make_payload(size) for name, size in TARGETS.items()}
+PAYLOADS["records"] = make_records(1200)
 
 
 def _calibrate(fn: Callable[[], object]) -> int:

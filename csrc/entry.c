@@ -486,7 +486,7 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         cm_mp_float64(&buf, grace) < 0 ||
         cm_mp_float64(&buf, compute_ms) < 0 ||
         cm_mp_uint(&buf, (uint64_t)status) < 0 ||
-        cm_mp_array_header(&buf, (size_t)nheaders) < 0) {
+        cm_mp_array_header(&buf, nheaders) < 0) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < nheaders; i++) {
@@ -505,7 +505,7 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto done;
     }
     Py_ssize_t ntags = tags == NULL ? 0 : PySequence_Fast_GET_SIZE(tags);
-    if (cm_mp_array_header(&buf, (size_t)ntags) < 0) {
+    if (cm_mp_array_header(&buf, ntags) < 0) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < ntags; i++) {
@@ -691,12 +691,13 @@ parse_entry(const char *data, Py_ssize_t len, const char *fp, Py_ssize_t fplen,
 
 #undef READ
 
-/* Build the Entry of a validated record. NULL with an exception on a real
- * error; NULL without one for bad bytes found only now (invalid UTF-8 in a
- * tag, a zstd frame that does not decode to size bytes). */
-static PyObject *
-build_entry(cm_state *st, const parsed_entry *e, double now)
+/* Build the Entry of a validated record into *out. 1: built; 0: a miss,
+ * bad bytes found only now (invalid UTF-8 in a tag, a zstd frame that does
+ * not decode to size bytes), no exception; -1: an error, exception set. */
+static int
+build_entry(cm_state *st, const parsed_entry *e, double now, PyObject **out)
 {
+    int miss = 0;
     cm_entry_state *es = &st->entry;
     EntryObject *self = NULL;
     PyObject *headers = NULL, *tags = NULL, *body = NULL, *etag = NULL;
@@ -712,11 +713,13 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
         if (body == NULL) {
             if (PyErr_ExceptionMatches(PyExc_ValueError)) {
                 PyErr_Clear(); /* a bad frame: a miss */
+                miss = 1;
             }
             goto error;
         }
         if (PyBytes_GET_SIZE(body) != e->size) {
-            goto error; /* a frame of another size: a miss */
+            miss = 1; /* a frame of another size */
+            goto error;
         }
     }
     if (body == NULL) {
@@ -743,10 +746,9 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
                 /* validated, so these cannot fail, unless another thread
                  * changed a bytearray while a decompression released the
                  * GIL: then a miss, still within bounds */
-                if (k == 0 && cm_mp_read(&r, &it) < 0) { /* the [ ] */
-                    goto error;
-                }
-                if (cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_BIN) {
+                if ((k == 0 && cm_mp_read(&r, &it) < 0) || /* the [ ] */
+                    cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_BIN) {
+                    miss = 1;
                     goto error;
                 }
                 sl = (slice){it.ptr, it.len};
@@ -770,12 +772,14 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
     r.end = (const unsigned char *)e->body + e->body_len;
     for (Py_ssize_t i = 0; i < (Py_ssize_t)e->ntags; i++) {
         if (cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_STR) {
-            goto error; /* as above */
+            miss = 1; /* as above */
+            goto error;
         }
         PyObject *s = PyUnicode_DecodeUTF8(it.ptr, it.len, NULL);
         if (s == NULL) {
             if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
                 PyErr_Clear(); /* not UTF-8: a miss */
+                miss = 1;
             }
             goto error;
         }
@@ -803,13 +807,14 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
                   : remaining > -e->grace ? STATE_STALE
                                           : STATE_EXPIRED;
     PyObject_GC_Track(self);
-    return (PyObject *)self;
+    *out = (PyObject *)self;
+    return 1;
 error:
     Py_XDECREF(headers);
     Py_XDECREF(tags);
     Py_XDECREF(body);
     Py_XDECREF(etag);
-    return NULL;
+    return miss ? 0 : -1;
 }
 
 static PyObject *
@@ -848,10 +853,11 @@ py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     parsed_entry e;
     PyObject *out = NULL;
+    int rc = 0; /* a miss unless the record parses and builds */
     if (CM_LIKELY(PyBytes_CheckExact(args[0]))) {
         if (parse_entry(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
                         fp, fplen, &e)) {
-            out = build_entry(st, &e, now);
+            rc = build_entry(st, &e, now, &out);
         }
     }
     else {
@@ -860,11 +866,14 @@ py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         if (parse_entry(in.data, in.len, fp, fplen, &e)) {
-            out = build_entry(st, &e, now);
+            rc = build_entry(st, &e, now, &out);
         }
         cm_input_release(&in);
     }
-    if (out == NULL && !PyErr_Occurred()) {
+    if (rc < 0) {
+        return NULL;
+    }
+    if (rc == 0) {
         Py_RETURN_NONE;
     }
     return out;

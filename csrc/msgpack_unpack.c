@@ -1,7 +1,8 @@
 /* MessagePack decoder (the format: the comment at the top of msgpack.c).
  *
- * The input is hostile. Every read checks the bytes left first (need());
- * a str / bin / ext length must fit in what is left, an array count may
+ * The input is hostile. Every read goes through cm_read (buffer.h), which
+ * checks the bytes left and advances in one call; a str / bin / ext length
+ * must fit in what is left, an array count may
  * not exceed the bytes left and a map count half of them (every element
  * takes at least one byte); containers nest at most CM_MP_MAX_DEPTH deep;
  * trailing bytes are refused. Every failure is a MalformedError with the
@@ -20,9 +21,8 @@ unused_global_api(void)
 }
 
 typedef struct {
+    cm_reader r;
     const unsigned char *start;
-    const unsigned char *p;
-    const unsigned char *end;
     cm_state *st;
     cm_msgpack_state *ms;
     int depth;
@@ -34,8 +34,17 @@ static PyObject *
 malformed(unpacker *u, const char *what)
 {
     PyErr_Format(u->st->MalformedError, "%s at offset %zd", what,
-                 (Py_ssize_t)(u->p - u->start));
+                 (Py_ssize_t)(u->r.p - u->start));
     return NULL;
+}
+
+/* A fixed-size field after the type byte is cut off: reported at the type
+ * byte (cm_read moved nothing). */
+static PyObject *
+truncated(unpacker *u)
+{
+    u->r.p--;
+    return malformed(u, "truncated input");
 }
 
 /* Replace the current exception by a MalformedError naming what failed,
@@ -59,7 +68,7 @@ malformed_from(unpacker *u, const char *what)
     Py_XDECREF(tb);
 #endif
     PyErr_Format(u->st->MalformedError, "%s at offset %zd: %S", what,
-                 (Py_ssize_t)(u->p - u->start), cause ? cause : Py_None);
+                 (Py_ssize_t)(u->r.p - u->start), cause ? cause : Py_None);
     if (cause != NULL) {
 #if PY_VERSION_HEX >= 0x030C0000
         PyObject *exc = PyErr_GetRaisedException();
@@ -74,31 +83,6 @@ malformed_from(unpacker *u, const char *what)
 #endif
     }
     return NULL;
-}
-
-static inline int
-need(const unpacker *u, Py_ssize_t n)
-{
-    return CM_LIKELY(u->end - u->p >= n);
-}
-
-static inline uint16_t
-load16(const unsigned char *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static inline uint32_t
-load32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-           ((uint32_t)p[2] << 8) | (uint32_t)p[3];
-}
-
-static inline uint64_t
-load64(const unsigned char *p)
-{
-    return ((uint64_t)load32(p) << 32) | load32(p + 4);
 }
 
 /* ---- str ---- */
@@ -137,15 +121,6 @@ make_str(unpacker *u, const unsigned char *s, Py_ssize_t n)
         return malformed_from(u, "invalid UTF-8 in str");
     }
     return o;
-}
-
-/* Take a payload of n bytes (already known to fit). */
-static inline const unsigned char *
-take(unpacker *u, Py_ssize_t n)
-{
-    const unsigned char *s = u->p;
-    u->p += n;
-    return s;
 }
 
 /* A short key (n <= 24) as up to three overlapping words: the first 8, the
@@ -314,17 +289,17 @@ ext_timestamp(unpacker *u, const unsigned char *s, Py_ssize_t n)
     int64_t secs;
     uint32_t ns;
     if (n == 4) {
-        secs = load32(s);
+        secs = cm_load_be32(s);
         ns = 0;
     }
     else if (n == 8) {
-        uint64_t d64 = load64(s);
+        uint64_t d64 = cm_load_be64(s);
         ns = (uint32_t)(d64 >> 34);
         secs = (int64_t)(d64 & 0x3FFFFFFFFULL);
     }
     else if (n == 12) {
-        ns = load32(s);
-        secs = (int64_t)load64(s + 4);
+        ns = cm_load_be32(s);
+        secs = (int64_t)cm_load_be64(s + 4);
     }
     else {
         return malformed(u, "timestamp extension of a wrong size");
@@ -381,7 +356,7 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
             return malformed(u, "date extension of a wrong size");
         }
         what = "invalid date extension";
-        o = new_date(ms, load16(s), s[2], s[3]);
+        o = new_date(ms, cm_load_be16(s), s[2], s[3]);
         break;
     case CM_MP_EXT_DATETIME:
         if (n != 10) {
@@ -389,7 +364,7 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
         }
         what = "invalid datetime extension";
         o = new_datetime(
-            ms, load16(s), s[2], s[3], s[4], s[5], s[6],
+            ms, cm_load_be16(s), s[2], s[3], s[4], s[5], s[6],
             (int)((uint32_t)s[7] << 16 | (uint32_t)s[8] << 8 | s[9]), Py_None);
         break;
     case CM_MP_EXT_TIME: {
@@ -399,7 +374,7 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
         what = "invalid time extension";
         PyObject *tz = NULL;
         if (n == 10) {
-            tz = new_timezone(ms, (int32_t)load32(s + 6));
+            tz = new_timezone(ms, (int32_t)cm_load_be32(s + 6));
             if (tz == NULL) {
                 return malformed_from(u, what);
             }
@@ -504,7 +479,7 @@ leave(unpacker *u)
 static PyObject *
 unpack_array(unpacker *u, uint64_t n)
 {
-    if (n > (uint64_t)(u->end - u->p)) {
+    if (n > (uint64_t)cm_reader_left(&u->r)) {
         return malformed(u, "array length larger than the bytes left");
     }
     if (enter(u) < 0) {
@@ -538,39 +513,44 @@ unpack_array(unpacker *u, uint64_t n)
     return list;
 }
 
+static PyObject *unpack_tagged(unpacker *u, unsigned char c);
+
+/* A map key: a str of up to CM_MP_KEY_CACHE_MAXLEN bytes comes from the
+ * key cache. */
 static inline PyObject *
 unpack_key(unpacker *u)
 {
-    if (CM_UNLIKELY(u->p >= u->end)) {
+    const unsigned char *s;
+    if (CM_UNLIKELY(cm_read(&u->r, &s, 1) < 0)) {
         return malformed(u, "truncated input");
     }
-    unsigned char c = *u->p;
-    Py_ssize_t n = -1;
+    unsigned char c = s[0];
+    uint64_t n;
     if ((c & 0xe0) == 0xa0) {
         n = c & 0x1f;
-        u->p += 1;
     }
-    else if (c == 0xd9 && need(u, 2) && u->p[1] <= CM_MP_KEY_CACHE_MAXLEN) {
-        n = u->p[1];
-        u->p += 2;
-    }
-    if (n >= 0) {
-        if (!need(u, n)) {
-            return malformed(u, "str length larger than the bytes left");
+    else if (c == 0xd9) {
+        if (cm_read(&u->r, &s, 1) < 0) {
+            return truncated(u);
         }
-        const unsigned char *s = take(u, n);
-        if (n <= CM_MP_KEY_CACHE_MAXLEN) {
-            return cached_key(u, s, n);
-        }
-        return make_str(u, s, n);
+        n = s[0];
     }
-    return unpack_obj(u);
+    else {
+        return unpack_tagged(u, c);
+    }
+    if (cm_read(&u->r, &s, n) < 0) {
+        return malformed(u, "str length larger than the bytes left");
+    }
+    if (n <= CM_MP_KEY_CACHE_MAXLEN) {
+        return cached_key(u, s, (Py_ssize_t)n);
+    }
+    return make_str(u, s, (Py_ssize_t)n);
 }
 
 static PyObject *
 unpack_map(unpacker *u, uint64_t n)
 {
-    if (n > (uint64_t)(u->end - u->p) / 2) {
+    if (n > (uint64_t)cm_reader_left(&u->r) / 2) {
         return malformed(u, "map length larger than the bytes left");
     }
     if (enter(u) < 0) {
@@ -580,7 +560,7 @@ unpack_map(unpacker *u, uint64_t n)
     PyObject *dict = _PyDict_NewPresized((Py_ssize_t)n);
     if (dict != NULL) {
         for (uint64_t i = 0; i < n; i++) {
-            const unsigned char *at = u->p;
+            const unsigned char *at = u->r.p;
             PyObject *key = unpack_key(u);
             if (key == NULL) {
                 Py_CLEAR(dict);
@@ -596,7 +576,7 @@ unpack_map(unpacker *u, uint64_t n)
             Py_DECREF(key);
             Py_DECREF(value);
             if (rc < 0) {
-                u->p = at;
+                u->r.p = at;
                 malformed_from(u, "invalid map key");
                 Py_CLEAR(dict);
                 break;
@@ -609,52 +589,59 @@ unpack_map(unpacker *u, uint64_t n)
 
 /* ---- one object ---- */
 
-#define NEED(n)                                     \
-    do {                                            \
-        if (CM_UNLIKELY(!need(u, (n)))) {           \
-            u->p--;                                 \
-            return malformed(u, "truncated input"); \
-        }                                           \
+/* The w-byte field after the type byte, or a truncation reported there. */
+#define FIELD(w)                                        \
+    do {                                                \
+        if (CM_UNLIKELY(cm_read(&u->r, &s, (w)) < 0)) { \
+            return truncated(u);                        \
+        }                                               \
     } while (0)
 
 static PyObject *
 str_of(unpacker *u, uint64_t n)
 {
-    if (n > (uint64_t)(u->end - u->p)) {
+    const unsigned char *s;
+    if (cm_read(&u->r, &s, n) < 0) {
         return malformed(u, "str length larger than the bytes left");
     }
-    return make_str(u, take(u, (Py_ssize_t)n), (Py_ssize_t)n);
+    return make_str(u, s, (Py_ssize_t)n);
 }
 
 static PyObject *
 bin_of(unpacker *u, uint64_t n)
 {
-    if (n > (uint64_t)(u->end - u->p)) {
+    const unsigned char *s;
+    if (cm_read(&u->r, &s, n) < 0) {
         return malformed(u, "bin length larger than the bytes left");
     }
-    return PyBytes_FromStringAndSize((const char *)take(u, (Py_ssize_t)n),
-                                     (Py_ssize_t)n);
+    return PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
 }
 
 static PyObject *
-ext_of(unpacker *u, uint64_t n)
+ext_of(unpacker *u, int8_t type, uint64_t n)
 {
-    /* the type byte was checked by the caller */
-    int8_t type = (int8_t)*u->p++;
-    if (n > (uint64_t)(u->end - u->p)) {
+    const unsigned char *s;
+    if (cm_read(&u->r, &s, n) < 0) {
         return malformed(u, "ext length larger than the bytes left");
     }
-    const unsigned char *s = take(u, (Py_ssize_t)n);
     return ext_object(u, type, s, (Py_ssize_t)n);
 }
 
 static PyObject *
 unpack_obj(unpacker *u)
 {
-    if (CM_UNLIKELY(u->p >= u->end)) {
+    const unsigned char *s;
+    if (CM_UNLIKELY(cm_read(&u->r, &s, 1) < 0)) {
         return malformed(u, "truncated input");
     }
-    unsigned char c = *u->p++;
+    return unpack_tagged(u, s[0]);
+}
+
+/* The object whose type byte c was just read. */
+static PyObject *
+unpack_tagged(unpacker *u, unsigned char c)
+{
+    const unsigned char *s;
     if (c <= 0x7f) {
         return PyLong_FromLong(c);
     }
@@ -670,129 +657,65 @@ unpack_obj(unpacker *u)
     if ((c & 0xf0) == 0x90) {
         return unpack_array(u, c & 0x0f);
     }
-    const unsigned char *p = u->p;
     switch (c) {
     case 0xc0: Py_RETURN_NONE;
     case 0xc2: Py_RETURN_FALSE;
     case 0xc3: Py_RETURN_TRUE;
-    case 0xc4:
-        NEED(1);
-        u->p += 1;
-        return bin_of(u, p[0]);
-    case 0xc5:
-        NEED(2);
-        u->p += 2;
-        return bin_of(u, load16(p));
-    case 0xc6:
-        NEED(4);
-        u->p += 4;
-        return bin_of(u, load32(p));
-    case 0xc7:
-        NEED(2);
-        u->p += 1;
-        return ext_of(u, p[0]);
-    case 0xc8:
-        NEED(3);
-        u->p += 2;
-        return ext_of(u, load16(p));
-    case 0xc9:
-        NEED(5);
-        u->p += 4;
-        return ext_of(u, load32(p));
+    case 0xc4: FIELD(1); return bin_of(u, s[0]);
+    case 0xc5: FIELD(2); return bin_of(u, cm_load_be16(s));
+    case 0xc6: FIELD(4); return bin_of(u, cm_load_be32(s));
+    case 0xc7: FIELD(2); return ext_of(u, (int8_t)s[1], s[0]);
+    case 0xc8: FIELD(3); return ext_of(u, (int8_t)s[2], cm_load_be16(s));
+    case 0xc9: FIELD(5); return ext_of(u, (int8_t)s[4], cm_load_be32(s));
     case 0xca: {
-        NEED(4);
-        uint32_t bits = load32(p);
+        FIELD(4);
+        uint32_t bits = cm_load_be32(s);
         float f;
         memcpy(&f, &bits, sizeof f);
-        u->p += 4;
         return PyFloat_FromDouble((double)f);
     }
     case 0xcb: {
-        NEED(8);
-        uint64_t bits = load64(p);
+        FIELD(8);
+        uint64_t bits = cm_load_be64(s);
         double f;
         memcpy(&f, &bits, sizeof f);
-        u->p += 8;
         return PyFloat_FromDouble(f);
     }
-    case 0xcc:
-        NEED(1);
-        u->p += 1;
-        return PyLong_FromLong(p[0]);
-    case 0xcd:
-        NEED(2);
-        u->p += 2;
-        return PyLong_FromLong(load16(p));
-    case 0xce:
-        NEED(4);
-        u->p += 4;
-        return PyLong_FromUnsignedLong(load32(p));
-    case 0xcf:
-        NEED(8);
-        u->p += 8;
-        return PyLong_FromUnsignedLongLong(load64(p));
-    case 0xd0:
-        NEED(1);
-        u->p += 1;
-        return PyLong_FromLong((int8_t)p[0]);
-    case 0xd1:
-        NEED(2);
-        u->p += 2;
-        return PyLong_FromLong((int16_t)load16(p));
-    case 0xd2:
-        NEED(4);
-        u->p += 4;
-        return PyLong_FromLong((int32_t)load32(p));
-    case 0xd3:
-        NEED(8);
-        u->p += 8;
-        return PyLong_FromLongLong((int64_t)load64(p));
-    case 0xd4: NEED(1); return ext_of(u, 1);
-    case 0xd5: NEED(1); return ext_of(u, 2);
-    case 0xd6: NEED(1); return ext_of(u, 4);
-    case 0xd7: NEED(1); return ext_of(u, 8);
-    case 0xd8: NEED(1); return ext_of(u, 16);
-    case 0xd9:
-        NEED(1);
-        u->p += 1;
-        return str_of(u, p[0]);
-    case 0xda:
-        NEED(2);
-        u->p += 2;
-        return str_of(u, load16(p));
-    case 0xdb:
-        NEED(4);
-        u->p += 4;
-        return str_of(u, load32(p));
-    case 0xdc:
-        NEED(2);
-        u->p += 2;
-        return unpack_array(u, load16(p));
-    case 0xdd:
-        NEED(4);
-        u->p += 4;
-        return unpack_array(u, load32(p));
-    case 0xde:
-        NEED(2);
-        u->p += 2;
-        return unpack_map(u, load16(p));
-    case 0xdf:
-        NEED(4);
-        u->p += 4;
-        return unpack_map(u, load32(p));
-    default: u->p--; return malformed(u, "reserved type byte 0xc1");
+    case 0xcc: FIELD(1); return PyLong_FromLong(s[0]);
+    case 0xcd: FIELD(2); return PyLong_FromLong(cm_load_be16(s));
+    case 0xce: FIELD(4); return PyLong_FromUnsignedLong(cm_load_be32(s));
+    case 0xcf: FIELD(8); return PyLong_FromUnsignedLongLong(cm_load_be64(s));
+    case 0xd0: FIELD(1); return PyLong_FromLong((int8_t)s[0]);
+    case 0xd1: FIELD(2); return PyLong_FromLong((int16_t)cm_load_be16(s));
+    case 0xd2: FIELD(4); return PyLong_FromLong((int32_t)cm_load_be32(s));
+    case 0xd3: FIELD(8); return PyLong_FromLongLong((int64_t)cm_load_be64(s));
+    case 0xd4: FIELD(1); return ext_of(u, (int8_t)s[0], 1);
+    case 0xd5: FIELD(1); return ext_of(u, (int8_t)s[0], 2);
+    case 0xd6: FIELD(1); return ext_of(u, (int8_t)s[0], 4);
+    case 0xd7: FIELD(1); return ext_of(u, (int8_t)s[0], 8);
+    case 0xd8: FIELD(1); return ext_of(u, (int8_t)s[0], 16);
+    case 0xd9: FIELD(1); return str_of(u, s[0]);
+    case 0xda: FIELD(2); return str_of(u, cm_load_be16(s));
+    case 0xdb: FIELD(4); return str_of(u, cm_load_be32(s));
+    case 0xdc: FIELD(2); return unpack_array(u, cm_load_be16(s));
+    case 0xdd: FIELD(4); return unpack_array(u, cm_load_be32(s));
+    case 0xde: FIELD(2); return unpack_map(u, cm_load_be16(s));
+    case 0xdf: FIELD(4); return unpack_map(u, cm_load_be32(s));
+    default: u->r.p--; return malformed(u, "reserved type byte 0xc1");
     }
 }
+
+#undef FIELD
 
 PyObject *
 cm_mp_unpack(cm_state *st, const char *data, Py_ssize_t len)
 {
-    unpacker u = {(const unsigned char *)data,
-                  (const unsigned char *)data,
-                  (const unsigned char *)data + len,
-                  st,
-                  &st->msgpack,
-                  0};
+    unpacker u = {
+        {(const unsigned char *)data, (const unsigned char *)data + len},
+        (const unsigned char *)data,
+        st,
+        &st->msgpack,
+        0};
     if (len > CM_MP_MAX_INPUT) {
         PyErr_Format(st->MalformedError,
                      "input of %zd bytes is larger than the %zd byte limit",
@@ -804,10 +727,10 @@ cm_mp_unpack(cm_state *st, const char *data, Py_ssize_t len)
         return NULL;
     }
     PyObject *out = unpack_obj(&u);
-    if (out != NULL && u.p != u.end) {
+    if (out != NULL && cm_reader_left(&u.r) != 0) {
         PyErr_Format(st->MalformedError,
                      "%zd trailing bytes after the object at offset %zd",
-                     (Py_ssize_t)(u.end - u.p), (Py_ssize_t)(u.p - u.start));
+                     cm_reader_left(&u.r), (Py_ssize_t)(u.r.p - u.start));
         Py_CLEAR(out);
     }
     return out;
