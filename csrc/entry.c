@@ -39,6 +39,7 @@
 #include <structmember.h>
 #include <zstd.h>
 
+#include "args.h"
 #include "blake2b.h"
 #include "buffer.h"
 #include "compress.h"
@@ -256,11 +257,14 @@ enum {
     KW_COUNT,
 };
 
-static const char *const write_kwnames[KW_COUNT] = {
-    "status",      "headers",    "body",  "created", "ttl",
-    "grace",       "compute_ms", "etag",  "tags",    "fingerprint",
+/* keyword-only; '!' marks the required ones (args.h) */
+static const char *const write_names[KW_COUNT] = {
+    "!status",     "!headers",   "!body", "!created", "!ttl",
+    "grace",       "compute_ms", "etag",  "tags",     "fingerprint",
     "compression", "min_size",   "level",
 };
+static const cm_args write_args = {
+    "write_entry", write_names, KW_COUNT, 0, 0, 0};
 
 static int
 get_double(PyObject *o, const char *name, int nonneg, double *out)
@@ -311,37 +315,8 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     int have_body = 0;
     cm_buf buf = {0};
 
-    if (nargs != 0) {
-        PyErr_SetString(PyExc_TypeError,
-                        "write_entry() takes keyword arguments only");
+    if (cm_args_parse(&write_args, args, nargs, kwnames, kw) < 0) {
         return NULL;
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        int k = 0;
-        for (; k < KW_COUNT; k++) {
-            if (PyUnicode_CompareWithASCIIString(name, write_kwnames[k]) ==
-                0) {
-                break;
-            }
-        }
-        if (k == KW_COUNT) {
-            PyErr_Format(PyExc_TypeError,
-                         "write_entry() got an unexpected keyword argument %R",
-                         name);
-            return NULL;
-        }
-        kw[k] = args[i];
-    }
-    for (int k = KW_STATUS; k <= KW_TTL; k++) {
-        if (kw[k] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "write_entry() missing required keyword argument "
-                         "'%s'",
-                         write_kwnames[k]);
-            return NULL;
-        }
     }
 
     long status, compression = COMPRESS_SMART, min_size = 1024, level = 3;
@@ -817,14 +792,14 @@ error:
     return miss ? 0 : -1;
 }
 
+static const char *const read_names[] = {"data", "now", "fingerprint"};
+static const cm_args read_args = {"read_entry", read_names, 3, 3, 3, 2};
+
 static PyObject *
-py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+py_read_entry(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 {
-    if (nargs < 2 || nargs > 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "read_entry() takes 2 or 3 positional arguments (%zd "
-                     "given)",
-                     nargs);
+    PyObject *args[3];
+    if (cm_args_parse(&read_args, argv, nargs, NULL, args) < 0) {
         return NULL;
     }
     cm_state *st = cm_get_state(module);
@@ -840,7 +815,7 @@ py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     const char *fp = NULL;
     Py_ssize_t fplen = 0;
-    if (nargs == 3 && args[2] != Py_None) {
+    if (args[2] != NULL && args[2] != Py_None) {
         if (!PyBytes_Check(args[2])) {
             PyErr_Format(PyExc_TypeError,
                          "fingerprint must be bytes or None, not %.100s",

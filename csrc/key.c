@@ -30,6 +30,7 @@
  */
 #include "state.h"
 
+#include "args.h"
 #include "blake2b.h"
 
 typedef struct {
@@ -328,15 +329,17 @@ encode_cookies(cm_buf *b, KeySpecObject *spec, PyObject *cookies)
  * Python code (UTF-8 of str, copies into b). The cookies, which may run
  * Python code (__hash__ / __eq__ of names, a mapping's __getitem__), come
  * last and hold what they read. */
+static const char *const material_names[] = {"spec",  "method",  "path",
+                                             "query", "headers", "cookies"};
+
 static KeySpecObject *
 encode_material(PyObject *module, cm_buf *b, const char *fname,
-                PyObject *const *args, Py_ssize_t nargs)
+                PyObject *const *argv, Py_ssize_t nargs)
 {
     cm_state *st = cm_get_state(module);
-    if (nargs != 5 && nargs != 6) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes 5 or 6 positional arguments (%zd given)",
-                     fname, nargs);
+    const cm_args spec_args = {fname, material_names, 6, 6, 6, 5};
+    PyObject *args[6];
+    if (cm_args_parse(&spec_args, argv, nargs, NULL, args) < 0) {
         return NULL;
     }
     if (!Py_IS_TYPE(args[0], st->key.KeySpecType)) {
@@ -355,7 +358,7 @@ encode_material(PyObject *module, cm_buf *b, const char *fname,
     if (kb_str(b, 'M', args[1]) < 0 || kb_str(b, 'U', args[2]) < 0 ||
         encode_query(b, spec, args[3]) < 0 ||
         encode_headers(b, spec, args[4]) < 0 ||
-        encode_cookies(b, spec, nargs == 6 ? args[5] : NULL) < 0) {
+        encode_cookies(b, spec, args[5]) < 0) {
         return NULL;
     }
     return spec;
@@ -561,21 +564,23 @@ error:
 static PyObject *
 keyspec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"prefix",       "route",        "query_names",
-                             "header_names", "cookie_names", NULL};
-    PyObject *prefix = NULL, *route = NULL, *query_names = NULL;
-    PyObject *header_names = NULL, *cookie_names = NULL;
+    static const char *const names[] = {"prefix", "route", "query_names",
+                                        "header_names", "cookie_names"};
+    static const cm_args spec_args = {"KeySpec", names, 5, 0, 5, 3};
+    PyObject *argv[5];
     PyObject *headers_raw = NULL;
     KeySpecObject *self = NULL;
     char stack[KBUF_STACK];
     cm_buf b;
     cm_buf_init_array(&b, stack, (Py_ssize_t)sizeof stack, 0);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UUO|OO:KeySpec", kwlist,
-                                     &prefix, &route, &query_names,
-                                     &header_names, &cookie_names)) {
+    if (cm_args_parse_tuple(&spec_args, args, kwargs, argv) < 0 ||
+        check_str(argv[0], "KeySpec prefix") < 0 ||
+        check_str(argv[1], "KeySpec route") < 0) {
         return NULL;
     }
+    PyObject *prefix = argv[0], *route = argv[1], *query_names = argv[2];
+    PyObject *header_names = argv[3], *cookie_names = argv[4];
     if (PyUnicode_GET_LENGTH(prefix) == 0) {
         PyErr_SetString(PyExc_ValueError, "KeySpec prefix must not be empty");
         return NULL;
