@@ -106,6 +106,85 @@ is_ascii(const unsigned char *p, Py_ssize_t n)
     return 1;
 }
 
+/* Valid UTF-8 s[0:n], not all ASCII, of at most CM_MP_UTF8_SHORT bytes as a
+ * str of its exact size and kind: decoded once into code points, then
+ * copied. NULL without an exception when the bytes are not valid UTF-8
+ * (overlong forms, surrogates, past U+10FFFF, cut sequences): the caller
+ * lets PyUnicode_DecodeUTF8 raise its error. */
+static PyObject *
+decode_short_utf8(const unsigned char *s, Py_ssize_t n)
+{
+    Py_UCS4 cps[CM_MP_UTF8_SHORT];
+    Py_ssize_t count = 0;
+    Py_UCS4 maxc = 0;
+    for (Py_ssize_t i = 0; i < n; count++) {
+        Py_UCS4 c = s[i];
+        if (c < 0x80) {
+            i += 1;
+        }
+        else if (c < 0xc2) {
+            return NULL; /* a continuation byte, or an overlong lead */
+        }
+        else if (c < 0xe0) {
+            if (n - i < 2 || (s[i + 1] & 0xc0) != 0x80) {
+                return NULL;
+            }
+            c = ((c & 0x1f) << 6) | (s[i + 1] & 0x3f);
+            i += 2;
+        }
+        else if (c < 0xf0) {
+            if (n - i < 3 || (s[i + 1] & 0xc0) != 0x80 ||
+                (s[i + 2] & 0xc0) != 0x80) {
+                return NULL;
+            }
+            c = ((c & 0x0f) << 12) | ((Py_UCS4)(s[i + 1] & 0x3f) << 6) |
+                (s[i + 2] & 0x3f);
+            if (c < 0x800 || (c >= 0xd800 && c <= 0xdfff)) {
+                return NULL;
+            }
+            i += 3;
+        }
+        else if (c < 0xf5) {
+            if (n - i < 4 || (s[i + 1] & 0xc0) != 0x80 ||
+                (s[i + 2] & 0xc0) != 0x80 || (s[i + 3] & 0xc0) != 0x80) {
+                return NULL;
+            }
+            c = ((c & 0x07) << 18) | ((Py_UCS4)(s[i + 1] & 0x3f) << 12) |
+                ((Py_UCS4)(s[i + 2] & 0x3f) << 6) | (s[i + 3] & 0x3f);
+            if (c < 0x10000 || c > 0x10ffff) {
+                return NULL;
+            }
+            i += 4;
+        }
+        else {
+            return NULL;
+        }
+        cps[count] = c;
+        if (c > maxc) {
+            maxc = c;
+        }
+    }
+    PyObject *o = PyUnicode_New(count, maxc);
+    if (o == NULL) {
+        return NULL;
+    }
+    void *data = PyUnicode_DATA(o);
+    switch (PyUnicode_KIND(o)) {
+    case PyUnicode_1BYTE_KIND:
+        for (Py_ssize_t j = 0; j < count; j++) {
+            ((Py_UCS1 *)data)[j] = (Py_UCS1)cps[j];
+        }
+        break;
+    case PyUnicode_2BYTE_KIND:
+        for (Py_ssize_t j = 0; j < count; j++) {
+            ((Py_UCS2 *)data)[j] = (Py_UCS2)cps[j];
+        }
+        break;
+    default: memcpy(data, cps, (size_t)count * sizeof(Py_UCS4)); break;
+    }
+    return o;
+}
+
 static PyObject *
 make_str(unpacker *u, const unsigned char *s, Py_ssize_t n)
 {
@@ -116,6 +195,12 @@ make_str(unpacker *u, const unsigned char *s, Py_ssize_t n)
         }
         return o;
     }
+    if (n <= CM_MP_UTF8_SHORT) {
+        PyObject *o = decode_short_utf8(s, n);
+        if (o != NULL || PyErr_Occurred()) {
+            return o;
+        }
+    }
     PyObject *o = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
     if (o == NULL) {
         return malformed_from(u, "invalid UTF-8 in str");
@@ -123,22 +208,25 @@ make_str(unpacker *u, const unsigned char *s, Py_ssize_t n)
     return o;
 }
 
-/* A short key (n <= 24) as up to three overlapping words: the first 8, the
- * middle 8 and the last 8 bytes (4 + 4 or single bytes when shorter). Reads
- * stay inside [0, n). Equal keys give equal words. */
+/* A short key (n <= 32) as up to four overlapping words: bytes [0, 8),
+ * [8, 16), [16, 24) and the last 8 (4 + 4 or single bytes when shorter).
+ * Reads stay inside [0, n). Equal keys give equal words. */
 typedef struct {
-    uint64_t a, b, c;
+    uint64_t a, b, c, d;
 } key_words;
 
 static inline key_words
 load_key(const unsigned char *s, Py_ssize_t n)
 {
-    key_words w = {0, 0, 0};
+    key_words w = {0, 0, 0, 0};
     if (n >= 8) {
         memcpy(&w.a, s, 8);
         memcpy(&w.b, s + n - 8, 8);
         if (n > 16) {
             memcpy(&w.c, s + 8, 8);
+        }
+        if (n > 24) {
+            memcpy(&w.d, s + 16, 8);
         }
     }
     else if (n >= 4) {
@@ -162,14 +250,15 @@ cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
     key_words w = load_key(s, n);
     uint64_t h = (w.a * 0x9E3779B97F4A7C15ULL) ^
                  (w.b * 0xC2B2AE3D27D4EB4FULL) ^
-                 (w.c * 0x165667B19E3779F9ULL) ^ (uint64_t)n;
+                 (w.c * 0x165667B19E3779F9ULL) ^
+                 (w.d * 0x27D4EB2F165667C5ULL) ^ (uint64_t)n;
     h ^= h >> 32;
     h ^= h >> 15;
     PyObject **slot = &u->ms->keys[h % CM_MP_KEY_CACHE_SIZE];
     PyObject *k = *slot;
     if (k != NULL && PyUnicode_GET_LENGTH(k) == n) {
         key_words v = load_key((const unsigned char *)PyUnicode_DATA(k), n);
-        if (((v.a ^ w.a) | (v.b ^ w.b) | (v.c ^ w.c)) == 0) {
+        if (((v.a ^ w.a) | (v.b ^ w.b) | (v.c ^ w.c) | (v.d ^ w.d)) == 0) {
             return Py_NewRef(k);
         }
     }
