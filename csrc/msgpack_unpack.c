@@ -243,7 +243,20 @@ load_key(const unsigned char *s, Py_ssize_t n)
     return w;
 }
 
-/* A map key that is a short str: served from the cache when it is there. */
+static inline int
+cached_is(PyObject *k, Py_ssize_t n, const key_words *w)
+{
+    if (k == NULL || PyUnicode_GET_LENGTH(k) != n) {
+        return 0;
+    }
+    key_words v = load_key((const unsigned char *)PyUnicode_DATA(k), n);
+    return ((v.a ^ w->a) | (v.b ^ w->b) | (v.c ^ w->c) | (v.d ^ w->d)) == 0;
+}
+
+/* A map key that is a short str: served from the cache when it is there.
+ * The cache is two-way: each hash picks a pair of slots, so two keys of one
+ * document that hash alike do not evict each other on every record. A new
+ * key goes first and the first one moves second. */
 static PyObject *
 cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
 {
@@ -254,18 +267,17 @@ cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
                  (w.d * 0x27D4EB2F165667C5ULL) ^ (uint64_t)n;
     h ^= h >> 32;
     h ^= h >> 15;
-    PyObject **slot = &u->ms->keys[h % CM_MP_KEY_CACHE_SIZE];
-    PyObject *k = *slot;
-    if (k != NULL && PyUnicode_GET_LENGTH(k) == n) {
-        key_words v = load_key((const unsigned char *)PyUnicode_DATA(k), n);
-        if (((v.a ^ w.a) | (v.b ^ w.b) | (v.c ^ w.c) | (v.d ^ w.d)) == 0) {
-            return Py_NewRef(k);
-        }
+    PyObject **pair = &u->ms->keys[(h % (CM_MP_KEY_CACHE_SIZE / 2)) * 2];
+    if (cached_is(pair[0], n, &w)) {
+        return Py_NewRef(pair[0]);
+    }
+    if (cached_is(pair[1], n, &w)) {
+        return Py_NewRef(pair[1]);
     }
     if (!is_ascii(s, n)) {
         return make_str(u, s, n);
     }
-    k = PyUnicode_New(n, 127);
+    PyObject *k = PyUnicode_New(n, 127);
     if (k == NULL) {
         return NULL;
     }
@@ -274,7 +286,8 @@ cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
         Py_DECREF(k);
         return NULL;
     }
-    Py_XSETREF(*slot, Py_NewRef(k));
+    Py_XSETREF(pair[1], pair[0]);
+    pair[0] = Py_NewRef(k);
     return k;
 }
 

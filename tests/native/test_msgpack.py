@@ -951,3 +951,19 @@ def test_utf8_edges_decode_as_python(data: bytes) -> None:
 )
 def test_random_str_payloads_decode_as_python(data: bytes) -> None:
     assert_str_decodes_as_python(data)
+
+
+def test_map_keys_of_a_document_are_shared_between_records() -> None:
+    # the C decoder keeps short keys in a cache: every record of a document gets the
+    # same str objects, even for keys whose hashes pick the same cache slots
+    from fastapi_cachemate import _native
+
+    names = [
+        *("id", "sku", "title", "price", "qty", "active", "rating", "category", "updated"),
+        *("vendor", "name", "uuid", "email", "score", "balance", "age", "tags", "address"),
+        *("city", "zip", "geo", "created_at", "a_key_of_exactly_32_bytes_long__"),
+    ]
+    records = _native.unpackb(_native.packb([dict.fromkeys(names, 1) for _ in range(3)]))
+    for later in records[1:]:
+        assert all(a is b for a, b in zip(records[0], later, strict=True))
+    assert list(records[0]) == names
