@@ -945,7 +945,7 @@ def test_utf8_edges_decode_as_python(data: bytes) -> None:
 @given(
     st.binary(max_size=300)
     | st.text(max_size=120).map(lambda t: t.encode("utf-8"))
-    | st.lists(st.sampled_from(UTF8_EDGES + [b"a", "é".encode(), "€".encode()]), max_size=40).map(
+    | st.lists(st.sampled_from([*UTF8_EDGES, b"a", "é".encode(), "€".encode()]), max_size=40).map(
         b"".join
     )
 )
