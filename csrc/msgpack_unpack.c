@@ -255,8 +255,9 @@ cached_is(PyObject *k, Py_ssize_t n, const key_words *w)
 
 /* A map key that is a short str: served from the cache when it is there.
  * The cache is two-way: each hash picks a pair of slots, so two keys of one
- * document that hash alike do not evict each other on every record. A new
- * key goes first and the first one moves second. */
+ * document that hash alike do not evict each other on every record. The
+ * pair is kept in LRU order: a hit or a new key goes first, and a new key
+ * evicts the one used least recently. */
 static PyObject *
 cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
 {
@@ -272,7 +273,11 @@ cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
         return Py_NewRef(pair[0]);
     }
     if (cached_is(pair[1], n, &w)) {
-        return Py_NewRef(pair[1]);
+        /* most recently used first: the next new key evicts the other */
+        PyObject *k = pair[1];
+        pair[1] = pair[0];
+        pair[0] = k;
+        return Py_NewRef(k);
     }
     if (!is_ascii(s, n)) {
         return make_str(u, s, n);

@@ -955,8 +955,10 @@ def test_random_str_payloads_decode_as_python(data: bytes) -> None:
 
 def test_map_keys_of_a_document_are_shared_between_records() -> None:
     # the C decoder keeps short keys in a cache: every record of a document gets the
-    # same str objects, even for keys whose hashes pick the same cache slots
+    # same str objects, whatever the cache held before, even for keys whose hashes
+    # pick the same cache slots
     import gc
+    import random
 
     from fastapi_cachemate import _native
 
@@ -966,12 +968,18 @@ def test_map_keys_of_a_document_are_shared_between_records() -> None:
         *("city", "zip", "geo", "created_at", "a_key_of_exactly_32_bytes_long__"),
     ]
     packed = _native.packb([dict.fromkeys(names, 1) for _ in range(3)])
-    # no collection while it decodes: a finalizer that decodes too would share the cache
-    gc.disable()
-    try:
-        records = _native.unpackb(packed)
-    finally:
-        gc.enable()
-    for later in records[1:]:
-        assert [a for a, b in zip(records[0], later, strict=True) if a is not b] == []
-    assert list(records[0]) == names
+    rnd = random.Random(7)
+    for _ in range(300):
+        earlier = {f"k{rnd.randrange(10**6)}": 1 for _ in range(40)}
+        earlier.update(dict.fromkeys(rnd.sample(names, 3), 1))
+        warm = _native.packb(earlier)
+        # no collection while it decodes: a finalizer that decodes too would share the cache
+        gc.disable()
+        try:
+            _native.unpackb(warm)
+            records = _native.unpackb(packed)
+        finally:
+            gc.enable()
+        for later in records[1:]:
+            assert [a for a, b in zip(records[0], later, strict=True) if a is not b] == []
+        assert list(records[0]) == names
