@@ -1,7 +1,10 @@
 """packb / unpackb of fastapi_cachemate._native against ormsgpack, msgpack-python and msgspec.
 
 Three JSON-like API payloads (lists of dicts of str / int / float / bool / None, nested a
-little): small (~0.5 KB), medium (~10 KB) and large (~200 KB) of MessagePack. Every library
+little): small (~0.5 KB), medium (~10 KB) and large (~200 KB) of MessagePack; and a
+document of 1200 flat product records (~170 KB), where decoding is mostly map keys, short
+strings and numbers; the same records with accented text ("accented", non-ASCII str) and with
+keys of 25 to 28 bytes ("long keys"). Every library
 runs in this one process; each timing is the best of several repeats of a timed loop.
 Ratios are their time / our time: above 1 means we are faster.
 
@@ -65,7 +68,51 @@ def make_payload(target: int) -> dict[str, Any]:
         size = grown
 
 
+def _record(i: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "sku": f"SKU-{i:06d}",
+        "title": f"Product {i}",
+        "price": round(9.99 + i * 0.37, 2),
+        "qty": i % 97,
+        "active": i % 5 != 0,
+        "rating": round((i % 50) / 10, 1),
+        "category": ["books", "music", "games", "tools"][i % 4],
+        "updated": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
+        "vendor": {"id": i % 40, "name": f"vendor {i % 40}"},
+    }
+
+
+def make_records(n: int) -> dict[str, Any]:
+    """A document of n product records."""
+    return {"records": [_record(i) for i in range(n)], "count": n}
+
+
+def _accented(i: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "name": f"Zürich café {i}",
+        "city": _CITIES[i % len(_CITIES)],
+        "note": "naïve résumé, façade",
+        "price": round(9.99 + i * 0.37, 2),
+    }
+
+
+def _long_keys(i: int) -> dict[str, Any]:
+    return {
+        "identifier_of_the_record": i,
+        "stock_keeping_unit_code_x": f"SKU-{i:06d}",
+        "title_of_the_product_long": f"Product {i}",
+        "price_in_euros_incl_taxes": round(9.99 + i * 0.37, 2),
+        "available_quantity_in_stock": i % 97,
+        "is_active_in_the_catalogue": i % 5 != 0,
+    }
+
+
 PAYLOADS = {name: make_payload(size) for name, size in TARGETS.items()}
+PAYLOADS["records"] = make_records(1200)
+PAYLOADS["accented"] = {"records": [_accented(i) for i in range(1200)], "count": 1200}
+PAYLOADS["long keys"] = {"records": [_long_keys(i) for i in range(1200)], "count": 1200}
 
 
 def _calibrate(fn: Callable[[], object]) -> int:

@@ -1,6 +1,8 @@
 /* BLAKE2b from RFC 7693, section 3 and appendix C. */
 #include "blake2b.h"
 #include "state.h"
+#include "buffer.h"
+#include "args.h"
 
 static const uint64_t blake2b_iv[8] = {
     0x6A09E667F3BCC908ULL, 0xBB67AE8584CAA73BULL, 0x3C6EF372FE94F82BULL,
@@ -176,52 +178,61 @@ cm_blake2b(void *out, size_t outlen, const void *key, size_t keylen,
 
 /* ---- Python: blake2b(data, /, digest_size=32, key=b"") ---- */
 
+static const char *const blake2b_names[] = {"data", "digest_size", "key"};
+static const cm_args blake2b_args = {"blake2b", blake2b_names, 3, 1, 3, 1};
+
 static PyObject *
-py_blake2b(PyObject *module, PyObject *args, PyObject *kwargs)
+py_blake2b(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames)
 {
-    static char *kwlist[] = {"", "digest_size", "key", NULL};
-    Py_buffer data = {0}, key = {0};
+    PyObject *argv[3], *out = NULL;
+    cm_input data, key = {.data = NULL, .len = 0};
     Py_ssize_t digest_size = 32;
-    PyObject *out = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|ny*:blake2b", kwlist,
-                                     &data, &digest_size, &key)) {
+    if (cm_args_parse(&blake2b_args, args, nargs, kwnames, argv) < 0 ||
+        (argv[1] != NULL && cm_args_ssize(argv[1], &digest_size) < 0)) {
         return NULL;
     }
     if (digest_size < 1 || digest_size > CM_BLAKE2B_OUTBYTES) {
         PyErr_Format(PyExc_ValueError, "digest_size must be 1..64, not %zd",
                      digest_size);
-        goto done;
+        return NULL;
     }
-    if (key.buf != NULL && key.len > CM_BLAKE2B_KEYBYTES) {
+    if (cm_input_get(argv[0], &data) < 0) {
+        return NULL;
+    }
+    if (argv[2] != NULL && cm_input_get(argv[2], &key) < 0) {
+        cm_input_release(&data);
+        return NULL;
+    }
+    if (key.len > CM_BLAKE2B_KEYBYTES) {
         PyErr_Format(PyExc_ValueError, "key must be at most 64 bytes, not %zd",
                      key.len);
         goto done;
     }
     uint8_t digest[CM_BLAKE2B_OUTBYTES];
     cm_blake2b_ctx ctx;
-    cm_blake2b_init(&ctx, (size_t)digest_size, key.buf,
-                    key.buf ? (size_t)key.len : 0);
+    cm_blake2b_init(&ctx, (size_t)digest_size, key.data, (size_t)key.len);
     if (data.len > 4096) {
         Py_BEGIN_ALLOW_THREADS
-        cm_blake2b_update(&ctx, data.buf, (size_t)data.len);
+        cm_blake2b_update(&ctx, data.data, (size_t)data.len);
         Py_END_ALLOW_THREADS
     }
     else {
-        cm_blake2b_update(&ctx, data.buf, (size_t)data.len);
+        cm_blake2b_update(&ctx, data.data, (size_t)data.len);
     }
     cm_blake2b_final(&ctx, digest);
     out = PyBytes_FromStringAndSize((const char *)digest, digest_size);
 done:
-    PyBuffer_Release(&data);
-    if (key.buf != NULL) {
-        PyBuffer_Release(&key);
+    cm_input_release(&data);
+    if (argv[2] != NULL) {
+        cm_input_release(&key);
     }
     return out;
 }
 
 static PyMethodDef blake2b_methods[] = {
     {"blake2b", (PyCFunction)(void (*)(void))py_blake2b,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("blake2b($module, data, /, digest_size=32, key=b'')\n--\n\n"
                "BLAKE2b digest of data (RFC 7693).")},
     {NULL, NULL, 0, NULL},

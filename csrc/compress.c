@@ -25,6 +25,8 @@
  */
 #include "state.h"
 
+#include "args.h"
+
 #include <zstd_errors.h>
 
 #if ZSTD_VERSION_NUMBER < 10502
@@ -377,48 +379,23 @@ done:
 
 /* ---- Python ---- */
 
-/* One optional argument after the data, positional or by keyword. */
-static int
-parse_data_and_option(const char *fname, const char *optname,
-                      PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, PyObject **opt)
-{
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    *opt = NULL;
-    if (nargs < 1 || nargs > 2 || nargs + nkw > 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes 1 or 2 arguments (%zd given)", fname,
-                     nargs + nkw);
-        return -1;
-    }
-    if (nargs == 2) {
-        *opt = args[1];
-    }
-    if (nkw == 1) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
-        if (!PyUnicode_Check(name) ||
-            PyUnicode_CompareWithASCIIString(name, optname) != 0) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument %R", fname,
-                         name);
-            return -1;
-        }
-        *opt = args[nargs];
-    }
-    return 0;
-}
+static const char *const compress_names[] = {"data", "level"};
+static const cm_args compress_args = {"compress", compress_names, 2, 1, 2, 1};
+static const char *const decompress_names[] = {"data", "max_size"};
+static const cm_args decompress_args = {
+    "decompress", decompress_names, 2, 1, 2, 1};
 
 static PyObject *
 py_compress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             PyObject *kwnames)
 {
-    PyObject *opt = NULL, *out = NULL;
+    PyObject *argv[2], *out = NULL;
     cm_input in;
     int level = ZSTD_CLEVEL_DEFAULT;
-    if (parse_data_and_option("compress", "level", args, nargs, kwnames,
-                              &opt) < 0) {
+    if (cm_args_parse(&compress_args, args, nargs, kwnames, argv) < 0) {
         return NULL;
     }
+    PyObject *opt = argv[1];
     if (opt != NULL) {
         int overflow = 0;
         long v = PyLong_AsLongAndOverflow(opt, &overflow);
@@ -433,7 +410,7 @@ py_compress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         }
         level = (int)v;
     }
-    if (cm_input_get(args[0], &in) < 0) {
+    if (cm_input_get(argv[0], &in) < 0) {
         return NULL;
     }
     out =
@@ -446,13 +423,13 @@ static PyObject *
 py_decompress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames)
 {
-    PyObject *opt = NULL, *out = NULL;
+    PyObject *argv[2], *out = NULL;
     cm_input in;
     Py_ssize_t max_size = 64 * 1024 * 1024;
-    if (parse_data_and_option("decompress", "max_size", args, nargs, kwnames,
-                              &opt) < 0) {
+    if (cm_args_parse(&decompress_args, args, nargs, kwnames, argv) < 0) {
         return NULL;
     }
+    PyObject *opt = argv[1];
     if (opt != NULL) {
         max_size = PyLong_AsSsize_t(opt);
         if (max_size == -1 && PyErr_Occurred()) {
@@ -464,7 +441,7 @@ py_decompress(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    if (cm_input_get(args[0], &in) < 0) {
+    if (cm_input_get(argv[0], &in) < 0) {
         return NULL;
     }
     out = cm_zstd_decompress(cm_get_state(module), in.data, (size_t)in.len,

@@ -39,6 +39,7 @@
 #include <structmember.h>
 #include <zstd.h>
 
+#include "args.h"
 #include "blake2b.h"
 #include "buffer.h"
 #include "compress.h"
@@ -256,11 +257,14 @@ enum {
     KW_COUNT,
 };
 
-static const char *const write_kwnames[KW_COUNT] = {
-    "status",      "headers",    "body",  "created", "ttl",
-    "grace",       "compute_ms", "etag",  "tags",    "fingerprint",
+/* keyword-only; '!' marks the required ones (args.h) */
+static const char *const write_names[KW_COUNT] = {
+    "!status",     "!headers",   "!body", "!created", "!ttl",
+    "grace",       "compute_ms", "etag",  "tags",     "fingerprint",
     "compression", "min_size",   "level",
 };
+static const cm_args write_args = {
+    "write_entry", write_names, KW_COUNT, 0, 0, 0};
 
 static int
 get_double(PyObject *o, const char *name, int nonneg, double *out)
@@ -311,37 +315,8 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     int have_body = 0;
     cm_buf buf = {0};
 
-    if (nargs != 0) {
-        PyErr_SetString(PyExc_TypeError,
-                        "write_entry() takes keyword arguments only");
+    if (cm_args_parse(&write_args, args, nargs, kwnames, kw) < 0) {
         return NULL;
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        int k = 0;
-        for (; k < KW_COUNT; k++) {
-            if (PyUnicode_CompareWithASCIIString(name, write_kwnames[k]) ==
-                0) {
-                break;
-            }
-        }
-        if (k == KW_COUNT) {
-            PyErr_Format(PyExc_TypeError,
-                         "write_entry() got an unexpected keyword argument %R",
-                         name);
-            return NULL;
-        }
-        kw[k] = args[i];
-    }
-    for (int k = KW_STATUS; k <= KW_TTL; k++) {
-        if (kw[k] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "write_entry() missing required keyword argument "
-                         "'%s'",
-                         write_kwnames[k]);
-            return NULL;
-        }
     }
 
     long status, compression = COMPRESS_SMART, min_size = 1024, level = 3;
@@ -486,7 +461,7 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         cm_mp_float64(&buf, grace) < 0 ||
         cm_mp_float64(&buf, compute_ms) < 0 ||
         cm_mp_uint(&buf, (uint64_t)status) < 0 ||
-        cm_mp_array_header(&buf, (size_t)nheaders) < 0) {
+        cm_mp_array_header(&buf, nheaders) < 0) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < nheaders; i++) {
@@ -505,7 +480,7 @@ py_write_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto done;
     }
     Py_ssize_t ntags = tags == NULL ? 0 : PySequence_Fast_GET_SIZE(tags);
-    if (cm_mp_array_header(&buf, (size_t)ntags) < 0) {
+    if (cm_mp_array_header(&buf, ntags) < 0) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < ntags; i++) {
@@ -691,12 +666,13 @@ parse_entry(const char *data, Py_ssize_t len, const char *fp, Py_ssize_t fplen,
 
 #undef READ
 
-/* Build the Entry of a validated record. NULL with an exception on a real
- * error; NULL without one for bad bytes found only now (invalid UTF-8 in a
- * tag, a zstd frame that does not decode to size bytes). */
-static PyObject *
-build_entry(cm_state *st, const parsed_entry *e, double now)
+/* Build the Entry of a validated record into *out. 1: built; 0: a miss,
+ * bad bytes found only now (invalid UTF-8 in a tag, a zstd frame that does
+ * not decode to size bytes), no exception; -1: an error, exception set. */
+static int
+build_entry(cm_state *st, const parsed_entry *e, double now, PyObject **out)
 {
+    int miss = 0;
     cm_entry_state *es = &st->entry;
     EntryObject *self = NULL;
     PyObject *headers = NULL, *tags = NULL, *body = NULL, *etag = NULL;
@@ -712,11 +688,13 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
         if (body == NULL) {
             if (PyErr_ExceptionMatches(PyExc_ValueError)) {
                 PyErr_Clear(); /* a bad frame: a miss */
+                miss = 1;
             }
             goto error;
         }
         if (PyBytes_GET_SIZE(body) != e->size) {
-            goto error; /* a frame of another size: a miss */
+            miss = 1; /* a frame of another size */
+            goto error;
         }
     }
     if (body == NULL) {
@@ -743,10 +721,9 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
                 /* validated, so these cannot fail, unless another thread
                  * changed a bytearray while a decompression released the
                  * GIL: then a miss, still within bounds */
-                if (k == 0 && cm_mp_read(&r, &it) < 0) { /* the [ ] */
-                    goto error;
-                }
-                if (cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_BIN) {
+                if ((k == 0 && cm_mp_read(&r, &it) < 0) || /* the [ ] */
+                    cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_BIN) {
+                    miss = 1;
                     goto error;
                 }
                 sl = (slice){it.ptr, it.len};
@@ -770,12 +747,14 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
     r.end = (const unsigned char *)e->body + e->body_len;
     for (Py_ssize_t i = 0; i < (Py_ssize_t)e->ntags; i++) {
         if (cm_mp_read(&r, &it) < 0 || it.kind != CM_MP_STR) {
-            goto error; /* as above */
+            miss = 1; /* as above */
+            goto error;
         }
         PyObject *s = PyUnicode_DecodeUTF8(it.ptr, it.len, NULL);
         if (s == NULL) {
             if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
                 PyErr_Clear(); /* not UTF-8: a miss */
+                miss = 1;
             }
             goto error;
         }
@@ -803,23 +782,24 @@ build_entry(cm_state *st, const parsed_entry *e, double now)
                   : remaining > -e->grace ? STATE_STALE
                                           : STATE_EXPIRED;
     PyObject_GC_Track(self);
-    return (PyObject *)self;
+    *out = (PyObject *)self;
+    return 1;
 error:
     Py_XDECREF(headers);
     Py_XDECREF(tags);
     Py_XDECREF(body);
     Py_XDECREF(etag);
-    return NULL;
+    return miss ? 0 : -1;
 }
 
+static const char *const read_names[] = {"data", "now", "fingerprint"};
+static const cm_args read_args = {"read_entry", read_names, 3, 3, 3, 2};
+
 static PyObject *
-py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+py_read_entry(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 {
-    if (nargs < 2 || nargs > 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "read_entry() takes 2 or 3 positional arguments (%zd "
-                     "given)",
-                     nargs);
+    PyObject *args[3];
+    if (cm_args_parse(&read_args, argv, nargs, NULL, args) < 0) {
         return NULL;
     }
     cm_state *st = cm_get_state(module);
@@ -835,7 +815,7 @@ py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     const char *fp = NULL;
     Py_ssize_t fplen = 0;
-    if (nargs == 3 && args[2] != Py_None) {
+    if (args[2] != NULL && args[2] != Py_None) {
         if (!PyBytes_Check(args[2])) {
             PyErr_Format(PyExc_TypeError,
                          "fingerprint must be bytes or None, not %.100s",
@@ -848,10 +828,11 @@ py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     parsed_entry e;
     PyObject *out = NULL;
+    int rc = 0; /* a miss unless the record parses and builds */
     if (CM_LIKELY(PyBytes_CheckExact(args[0]))) {
         if (parse_entry(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
                         fp, fplen, &e)) {
-            out = build_entry(st, &e, now);
+            rc = build_entry(st, &e, now, &out);
         }
     }
     else {
@@ -860,11 +841,14 @@ py_read_entry(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         if (parse_entry(in.data, in.len, fp, fplen, &e)) {
-            out = build_entry(st, &e, now);
+            rc = build_entry(st, &e, now, &out);
         }
         cm_input_release(&in);
     }
-    if (out == NULL && !PyErr_Occurred()) {
+    if (rc < 0) {
+        return NULL;
+    }
+    if (rc == 0) {
         Py_RETURN_NONE;
     }
     return out;

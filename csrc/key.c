@@ -1,8 +1,9 @@
 /* Cache keys. A KeySpec is prepared once per route; build_key runs on every
- * request: it writes the key material into a stack buffer (a heap buffer
- * when large), hashes it with BLAKE2b to 24 bytes and returns
- * (prefix + b":{" + 32 hex of the first 16 bytes + b"}", last 8 bytes).
- * The braces are a Redis Cluster hash tag: key + b":lock" shares the slot.
+ * request: it writes the key material into a cm_buf (buffer.h) that starts
+ * in a stack array (a bytes object when large), hashes it with BLAKE2b to 24
+ * bytes and returns (prefix + b":{" + 32 hex of the first 16 bytes + b"}",
+ * last 8 bytes). The braces are a Redis Cluster hash tag: key + b":lock"
+ * shares the slot.
  *
  * Key material, format version 1 (the twin is _pure/keys.py). Every part is
  * tagged and length-prefixed, so the bytes parse back in exactly one way and
@@ -29,6 +30,7 @@
  */
 #include "state.h"
 
+#include "args.h"
 #include "blake2b.h"
 
 typedef struct {
@@ -43,69 +45,13 @@ typedef struct {
     PyObject *spec_bytes;   /* bytes: the precomputed spec part */
 } KeySpecObject;
 
-/* ---- the material buffer: a caller's stack array, then the heap ---- */
-
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-    int on_heap;
-} kbuf;
+/* ---- the material: written into a cm_buf (buffer.h) that starts in a
+ * stack array ---- */
 
 #define KBUF_STACK 2048
 
-static int
-kb_grow(kbuf *b, size_t need)
-{
-    if (need > (size_t)PY_SSIZE_T_MAX - b->len) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    size_t cap = b->cap * 2;
-    if (cap < b->len + need) {
-        cap = b->len + need;
-    }
-    char *p = NULL;
-    if (b->on_heap) {
-        p = PyMem_Realloc(b->data, cap);
-    }
-    else {
-        p = PyMem_Malloc(cap);
-        if (p != NULL) {
-            memcpy(p, b->data, b->len);
-        }
-    }
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = p;
-    b->cap = cap;
-    b->on_heap = 1;
-    return 0;
-}
-
-static inline int
-kb_reserve(kbuf *b, size_t need)
-{
-    if (CM_LIKELY(b->cap - b->len >= need)) {
-        return 0;
-    }
-    return kb_grow(b, need);
-}
-
-static void
-kb_free(kbuf *b)
-{
-    if (b->on_heap) {
-        PyMem_Free(b->data);
-        b->on_heap = 0;
-    }
-    b->data = NULL;
-}
-
 static inline void
-kb_varint_unchecked(kbuf *b, uint64_t v)
+kb_varint_unchecked(cm_buf *b, uint64_t v)
 {
     while (v >= 0x80) {
         b->data[b->len++] = (char)((v & 0x7F) | 0x80);
@@ -115,9 +61,9 @@ kb_varint_unchecked(kbuf *b, uint64_t v)
 }
 
 static int
-kb_tag_count(kbuf *b, char tag, size_t n)
+kb_tag_count(cm_buf *b, char tag, size_t n)
 {
-    if (kb_reserve(b, 11) < 0) {
+    if (cm_buf_reserve(b, 11) < 0) {
         return -1;
     }
     b->data[b->len++] = tag;
@@ -125,37 +71,27 @@ kb_tag_count(kbuf *b, char tag, size_t n)
     return 0;
 }
 
-static inline int
-kb_byte(kbuf *b, char c)
-{
-    if (kb_reserve(b, 1) < 0) {
-        return -1;
-    }
-    b->data[b->len++] = c;
-    return 0;
-}
-
 static int
-kb_field(kbuf *b, char tag, const char *s, size_t n)
+kb_field(cm_buf *b, char tag, const char *s, size_t n)
 {
     if (n > (size_t)PY_SSIZE_T_MAX - 11) {
         PyErr_NoMemory();
         return -1;
     }
-    if (kb_reserve(b, 11 + n) < 0) {
+    if (cm_buf_reserve(b, 11 + (Py_ssize_t)n) < 0) {
         return -1;
     }
     b->data[b->len++] = tag;
     kb_varint_unchecked(b, (uint64_t)n);
     memcpy(b->data + b->len, s, n);
-    b->len += n;
+    b->len += (Py_ssize_t)n;
     return 0;
 }
 
 /* A str field: UTF-8 (cached in the str by CPython), or surrogatepass when
  * the str holds lone surrogates. s must be a str. */
 static int
-kb_str(kbuf *b, char tag, PyObject *s)
+kb_str(cm_buf *b, char tag, PyObject *s)
 {
     Py_ssize_t n = 0;
     const char *p = PyUnicode_AsUTF8AndSize(s, &n);
@@ -248,7 +184,7 @@ header_name_eq(PyObject *name, PyObject *lower)
 /* ---- the material ---- */
 
 static int
-encode_query(kbuf *b, KeySpecObject *spec, PyObject *query)
+encode_query(cm_buf *b, KeySpecObject *spec, PyObject *query)
 {
     int rc = -1;
     PyObject *seq = PySequence_Fast(query, "query must be a sequence");
@@ -270,7 +206,7 @@ encode_query(kbuf *b, KeySpecObject *spec, PyObject *query)
         }
     }
     if (all) {
-        rc = kb_byte(b, '.');
+        rc = cm_buf_put_byte(b, '.');
         goto done;
     }
     Py_ssize_t nnames = PyTuple_GET_SIZE(spec->query_names);
@@ -283,7 +219,7 @@ encode_query(kbuf *b, KeySpecObject *spec, PyObject *query)
                 goto done;
             }
         }
-        if (kb_byte(b, '.') < 0) {
+        if (cm_buf_put_byte(b, '.') < 0) {
             goto done;
         }
     }
@@ -294,7 +230,7 @@ done:
 }
 
 static int
-encode_headers(kbuf *b, KeySpecObject *spec, PyObject *headers)
+encode_headers(cm_buf *b, KeySpecObject *spec, PyObject *headers)
 {
     Py_ssize_t nnames = PyTuple_GET_SIZE(spec->header_bytes);
     if (nnames == 0) {
@@ -329,7 +265,7 @@ encode_headers(kbuf *b, KeySpecObject *spec, PyObject *headers)
                 goto done;
             }
         }
-        if (kb_byte(b, '.') < 0) {
+        if (cm_buf_put_byte(b, '.') < 0) {
             goto done;
         }
     }
@@ -341,14 +277,14 @@ done:
 
 /* Runs last: a non-dict mapping may run Python code. */
 static int
-encode_cookies(kbuf *b, KeySpecObject *spec, PyObject *cookies)
+encode_cookies(cm_buf *b, KeySpecObject *spec, PyObject *cookies)
 {
     Py_ssize_t nnames = PyTuple_GET_SIZE(spec->cookie_names);
     for (Py_ssize_t k = 0; k < nnames; k++) {
         PyObject *name = PyTuple_GET_ITEM(spec->cookie_names, k);
         PyObject *value = NULL;
         if (cookies == NULL || cookies == Py_None) {
-            if (kb_byte(b, '-') < 0) {
+            if (cm_buf_put_byte(b, '-') < 0) {
                 return -1;
             }
             continue;
@@ -370,7 +306,7 @@ encode_cookies(kbuf *b, KeySpecObject *spec, PyObject *cookies)
             }
         }
         if (value == NULL) {
-            if (kb_byte(b, '-') < 0) {
+            if (cm_buf_put_byte(b, '-') < 0) {
                 return -1;
             }
             continue;
@@ -393,15 +329,17 @@ encode_cookies(kbuf *b, KeySpecObject *spec, PyObject *cookies)
  * Python code (UTF-8 of str, copies into b). The cookies, which may run
  * Python code (__hash__ / __eq__ of names, a mapping's __getitem__), come
  * last and hold what they read. */
+static const char *const material_names[] = {"spec",  "method",  "path",
+                                             "query", "headers", "cookies"};
+
 static KeySpecObject *
-encode_material(PyObject *module, kbuf *b, const char *fname,
-                PyObject *const *args, Py_ssize_t nargs)
+encode_material(PyObject *module, cm_buf *b, const char *fname,
+                PyObject *const *argv, Py_ssize_t nargs)
 {
     cm_state *st = cm_get_state(module);
-    if (nargs != 5 && nargs != 6) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes 5 or 6 positional arguments (%zd given)",
-                     fname, nargs);
+    const cm_args spec_args = {fname, material_names, 6, 6, 6, 5};
+    PyObject *args[6];
+    if (cm_args_parse(&spec_args, argv, nargs, NULL, args) < 0) {
         return NULL;
     }
     if (!Py_IS_TYPE(args[0], st->key.KeySpecType)) {
@@ -413,16 +351,14 @@ encode_material(PyObject *module, kbuf *b, const char *fname,
     if (check_str(args[1], "method") < 0 || check_str(args[2], "path") < 0) {
         return NULL;
     }
-    if (kb_reserve(b, (size_t)PyBytes_GET_SIZE(spec->spec_bytes)) < 0) {
+    if (cm_buf_put(b, PyBytes_AS_STRING(spec->spec_bytes),
+                   PyBytes_GET_SIZE(spec->spec_bytes)) < 0) {
         return NULL;
     }
-    memcpy(b->data, PyBytes_AS_STRING(spec->spec_bytes),
-           (size_t)PyBytes_GET_SIZE(spec->spec_bytes));
-    b->len = (size_t)PyBytes_GET_SIZE(spec->spec_bytes);
     if (kb_str(b, 'M', args[1]) < 0 || kb_str(b, 'U', args[2]) < 0 ||
         encode_query(b, spec, args[3]) < 0 ||
         encode_headers(b, spec, args[4]) < 0 ||
-        encode_cookies(b, spec, nargs == 6 ? args[5] : NULL) < 0) {
+        encode_cookies(b, spec, args[5]) < 0) {
         return NULL;
     }
     return spec;
@@ -432,13 +368,13 @@ static PyObject *
 py_key_material(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     char stack[KBUF_STACK];
-    kbuf b = {stack, 0, sizeof stack, 0};
-    PyObject *out = NULL;
-    if (encode_material(module, &b, "key_material", args, nargs) != NULL) {
-        out = PyBytes_FromStringAndSize(b.data, (Py_ssize_t)b.len);
+    cm_buf b;
+    cm_buf_init_array(&b, stack, (Py_ssize_t)sizeof stack, 0);
+    if (encode_material(module, &b, "key_material", args, nargs) == NULL) {
+        cm_buf_free(&b);
+        return NULL;
     }
-    kb_free(&b);
-    return out;
+    return cm_buf_finish(&b);
 }
 
 static PyObject *
@@ -446,7 +382,8 @@ py_build_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     static const char hex[] = "0123456789abcdef";
     char stack[KBUF_STACK];
-    kbuf b = {stack, 0, sizeof stack, 0};
+    cm_buf b;
+    cm_buf_init_array(&b, stack, (Py_ssize_t)sizeof stack, 0);
     uint8_t digest[CM_KEY_DIGEST_BYTES];
     PyObject *key = NULL, *fp = NULL, *result = NULL;
 
@@ -455,7 +392,7 @@ py_build_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (spec == NULL) {
         goto done;
     }
-    (void)cm_blake2b(digest, sizeof digest, NULL, 0, b.data, b.len);
+    (void)cm_blake2b(digest, sizeof digest, NULL, 0, b.data, (size_t)b.len);
     Py_ssize_t plen = PyBytes_GET_SIZE(spec->prefix_bytes);
     key = PyBytes_FromStringAndSize(NULL, plen + 3 + 2 * CM_KEY_HASH_BYTES);
     if (key == NULL) {
@@ -484,7 +421,7 @@ py_build_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyTuple_SET_ITEM(result, 1, fp);
     key = fp = NULL;
 done:
-    kb_free(&b);
+    cm_buf_free(&b);
     Py_XDECREF(key);
     Py_XDECREF(fp);
     return result;
@@ -518,7 +455,7 @@ names_tuple(PyObject *seq, const char *what)
 }
 
 static int
-kb_names(kbuf *b, char tag, PyObject *tuple)
+kb_names(cm_buf *b, char tag, PyObject *tuple)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(tuple);
     if (kb_tag_count(b, tag, (size_t)n) < 0) {
@@ -627,20 +564,23 @@ error:
 static PyObject *
 keyspec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"prefix",       "route",        "query_names",
-                             "header_names", "cookie_names", NULL};
-    PyObject *prefix = NULL, *route = NULL, *query_names = NULL;
-    PyObject *header_names = NULL, *cookie_names = NULL;
+    static const char *const names[] = {"prefix", "route", "query_names",
+                                        "header_names", "cookie_names"};
+    static const cm_args spec_args = {"KeySpec", names, 5, 0, 5, 3};
+    PyObject *argv[5];
     PyObject *headers_raw = NULL;
     KeySpecObject *self = NULL;
     char stack[KBUF_STACK];
-    kbuf b = {stack, 0, sizeof stack, 0};
+    cm_buf b;
+    cm_buf_init_array(&b, stack, (Py_ssize_t)sizeof stack, 0);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UUO|OO:KeySpec", kwlist,
-                                     &prefix, &route, &query_names,
-                                     &header_names, &cookie_names)) {
+    if (cm_args_parse_tuple(&spec_args, args, kwargs, argv) < 0 ||
+        check_str(argv[0], "KeySpec prefix") < 0 ||
+        check_str(argv[1], "KeySpec route") < 0) {
         return NULL;
     }
+    PyObject *prefix = argv[0], *route = argv[1], *query_names = argv[2];
+    PyObject *header_names = argv[3], *cookie_names = argv[4];
     if (PyUnicode_GET_LENGTH(prefix) == 0) {
         PyErr_SetString(PyExc_ValueError, "KeySpec prefix must not be empty");
         return NULL;
@@ -692,13 +632,12 @@ keyspec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
 
     const char magic[4] = {'c', 'm', 'k', CM_KEY_FORMAT_VERSION};
-    memcpy(b.data, magic, sizeof magic);
-    b.len = sizeof magic;
-    if (kb_str(&b, 'p', prefix) < 0 || kb_str(&b, 'r', route) < 0) {
+    if (cm_buf_put(&b, magic, sizeof magic) < 0 ||
+        kb_str(&b, 'p', prefix) < 0 || kb_str(&b, 'r', route) < 0) {
         goto error;
     }
     if (self->query_names == Py_None) {
-        if (kb_byte(&b, '*') < 0) {
+        if (cm_buf_put_byte(&b, '*') < 0) {
             goto error;
         }
     }
@@ -709,15 +648,14 @@ keyspec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         kb_names(&b, 'c', self->cookie_names) < 0) {
         goto error;
     }
-    self->spec_bytes = PyBytes_FromStringAndSize(b.data, (Py_ssize_t)b.len);
+    self->spec_bytes = cm_buf_finish(&b);
     if (self->spec_bytes == NULL) {
         goto error;
     }
-    kb_free(&b);
     Py_DECREF(headers_raw);
     return (PyObject *)self;
 error:
-    kb_free(&b);
+    cm_buf_free(&b);
     Py_XDECREF(headers_raw);
     Py_DECREF(self);
     return NULL;

@@ -33,7 +33,9 @@
 
 /* The cache of short map-key strings used by unpackb (like msgspec's). */
 #define CM_MP_KEY_CACHE_SIZE 512
-#define CM_MP_KEY_CACHE_MAXLEN 24
+#define CM_MP_KEY_CACHE_MAXLEN 32
+/* Non-ASCII str up to this many bytes are decoded by msgpack_unpack.c. */
+#define CM_MP_UTF8_SHORT 256
 
 typedef struct {
     /* PyDateTime_CAPI * (capsule data), or NULL when the datetime module is

@@ -2,8 +2,8 @@
  *
  * Exact builtin types go first, by pointer comparison of their type; the
  * slow path handles subclasses, datetime types, Enum, UUID, Decimal,
- * Pydantic models and dataclasses. Writes go straight into the cm_buf bytes
- * object after one reserve per item. */
+ * Pydantic models and dataclasses. Writes go through the cm_mp_* writers of
+ * buffer.h (one reserve per item) into a cm_buf. */
 #include "state.h"
 
 #include <datetime.h>
@@ -21,326 +21,9 @@ typedef struct {
     cm_msgpack_state *ms;
     cm_buf *b;
     int depth;
-    /* packb starts in a buffer on the C stack (b->bytes is NULL and b->data
-     * points at it); the first write that does not fit moves the bytes to a
-     * bytes object of at least grow_hint bytes. */
-    char *stack;
-    Py_ssize_t grow_hint;
 } packer;
 
 static int pack_obj(packer *pk, PyObject *o);
-
-/* ---- raw writers: reserve, then store ---- */
-
-static int
-grow(packer *pk, Py_ssize_t n)
-{
-    cm_buf *b = pk->b;
-    if (pk->stack == NULL) {
-        return cm_buf_grow(b, n);
-    }
-    Py_ssize_t cap = b->cap * 2;
-    if (cap < pk->grow_hint) {
-        cap = pk->grow_hint;
-    }
-    if (n > PY_SSIZE_T_MAX / 2 - b->len) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (cap < b->len + n) {
-        cap = b->len + n;
-    }
-    PyObject *bytes = PyBytes_FromStringAndSize(NULL, cap);
-    if (bytes == NULL) {
-        return -1;
-    }
-    memcpy(PyBytes_AS_STRING(bytes), pk->stack, (size_t)b->len);
-    b->bytes = bytes;
-    b->data = PyBytes_AS_STRING(bytes);
-    b->cap = cap;
-    pk->stack = NULL;
-    return 0;
-}
-
-static inline char *
-reserve(packer *pk, Py_ssize_t n)
-{
-    cm_buf *b = pk->b;
-    if (CM_UNLIKELY(b->cap - b->len < n) && grow(pk, n) < 0) {
-        return NULL;
-    }
-    return b->data + b->len;
-}
-
-static inline int
-put_int(packer *pk, int64_t v)
-{
-    char *p = reserve(pk, 9);
-    if (p == NULL) {
-        return -1;
-    }
-    Py_ssize_t n;
-    if (v >= 0) {
-        if (v < 128) {
-            p[0] = (char)v;
-            n = 1;
-        }
-        else if (v <= UINT8_MAX) {
-            p[0] = (char)0xcc;
-            p[1] = (char)v;
-            n = 2;
-        }
-        else if (v <= UINT16_MAX) {
-            p[0] = (char)0xcd;
-            cm_store_be16(p + 1, (uint16_t)v);
-            n = 3;
-        }
-        else if (v <= UINT32_MAX) {
-            p[0] = (char)0xce;
-            cm_store_be32(p + 1, (uint32_t)v);
-            n = 5;
-        }
-        else {
-            p[0] = (char)0xcf;
-            cm_store_be64(p + 1, (uint64_t)v);
-            n = 9;
-        }
-    }
-    else if (v >= -32) {
-        p[0] = (char)(0xe0 | (v + 32));
-        n = 1;
-    }
-    else if (v >= INT8_MIN) {
-        p[0] = (char)0xd0;
-        p[1] = (char)(int8_t)v;
-        n = 2;
-    }
-    else if (v >= INT16_MIN) {
-        p[0] = (char)0xd1;
-        cm_store_be16(p + 1, (uint16_t)(int16_t)v);
-        n = 3;
-    }
-    else if (v >= INT32_MIN) {
-        p[0] = (char)0xd2;
-        cm_store_be32(p + 1, (uint32_t)(int32_t)v);
-        n = 5;
-    }
-    else {
-        p[0] = (char)0xd3;
-        cm_store_be64(p + 1, (uint64_t)v);
-        n = 9;
-    }
-    pk->b->len += n;
-    return 0;
-}
-
-static inline int
-put_float(packer *pk, double v)
-{
-    char *p = reserve(pk, 9);
-    if (p == NULL) {
-        return -1;
-    }
-    uint64_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    p[0] = (char)0xcb;
-    cm_store_be64(p + 1, bits);
-    pk->b->len += 9;
-    return 0;
-}
-
-static inline int
-put_byte(packer *pk, unsigned char c)
-{
-    char *p = reserve(pk, 1);
-    if (p == NULL) {
-        return -1;
-    }
-    p[0] = (char)c;
-    pk->b->len += 1;
-    return 0;
-}
-
-/* A str / bin / ext body with its header (hdr_len bytes already formed). */
-static inline int
-put_with_header(packer *pk, const char *hdr, Py_ssize_t hdr_len,
-                const char *data, Py_ssize_t len)
-{
-    char *p = reserve(pk, hdr_len + len);
-    if (p == NULL) {
-        return -1;
-    }
-    memcpy(p, hdr, (size_t)hdr_len);
-    memcpy(p + hdr_len, data, (size_t)len);
-    pk->b->len += hdr_len + len;
-    return 0;
-}
-
-/* memcpy, inlined for the short strings that dominate API payloads: two
- * overlapping loads and stores read and write only [0, n). */
-static inline void
-copy_small(char *dst, const char *src, Py_ssize_t n)
-{
-    if (n >= 8 && n <= 16) {
-        uint64_t a, b;
-        memcpy(&a, src, 8);
-        memcpy(&b, src + n - 8, 8);
-        memcpy(dst, &a, 8);
-        memcpy(dst + n - 8, &b, 8);
-    }
-    else if (n >= 4 && n < 8) {
-        uint32_t a, b;
-        memcpy(&a, src, 4);
-        memcpy(&b, src + n - 4, 4);
-        memcpy(dst, &a, 4);
-        memcpy(dst + n - 4, &b, 4);
-    }
-    else if (n > 0 && n < 4) {
-        dst[0] = src[0];
-        dst[n / 2] = src[n / 2];
-        dst[n - 1] = src[n - 1];
-    }
-    else if (n > 16) {
-        memcpy(dst, src, (size_t)n);
-    }
-}
-
-static inline int
-put_str(packer *pk, const char *s, Py_ssize_t len)
-{
-    char *p = reserve(pk, len + 5);
-    if (p == NULL) {
-        return -1;
-    }
-    Py_ssize_t h;
-    if (len < 32) {
-        p[0] = (char)(0xa0 | len);
-        h = 1;
-    }
-    else if (len <= UINT8_MAX) {
-        p[0] = (char)0xd9;
-        p[1] = (char)len;
-        h = 2;
-    }
-    else if (len <= UINT16_MAX) {
-        p[0] = (char)0xda;
-        cm_store_be16(p + 1, (uint16_t)len);
-        h = 3;
-    }
-    else if ((uint64_t)len <= UINT32_MAX) {
-        p[0] = (char)0xdb;
-        cm_store_be32(p + 1, (uint32_t)len);
-        h = 5;
-    }
-    else {
-        PyErr_SetString(PyExc_ValueError, "str is too large for MessagePack");
-        return -1;
-    }
-    copy_small(p + h, s, len);
-    pk->b->len += h + len;
-    return 0;
-}
-
-static int
-put_bin(packer *pk, const char *s, Py_ssize_t len)
-{
-    char hdr[5];
-    Py_ssize_t h;
-    if (len <= UINT8_MAX) {
-        hdr[0] = (char)0xc4;
-        hdr[1] = (char)len;
-        h = 2;
-    }
-    else if (len <= UINT16_MAX) {
-        hdr[0] = (char)0xc5;
-        cm_store_be16(hdr + 1, (uint16_t)len);
-        h = 3;
-    }
-    else if ((uint64_t)len <= UINT32_MAX) {
-        hdr[0] = (char)0xc6;
-        cm_store_be32(hdr + 1, (uint32_t)len);
-        h = 5;
-    }
-    else {
-        PyErr_SetString(PyExc_ValueError,
-                        "bytes are too large for MessagePack");
-        return -1;
-    }
-    return put_with_header(pk, hdr, h, s, len);
-}
-
-static int
-put_ext(packer *pk, int8_t type, const char *data, Py_ssize_t len)
-{
-    char hdr[6];
-    Py_ssize_t h;
-    switch (len) {
-    case 1: hdr[0] = (char)0xd4; break;
-    case 2: hdr[0] = (char)0xd5; break;
-    case 4: hdr[0] = (char)0xd6; break;
-    case 8: hdr[0] = (char)0xd7; break;
-    case 16: hdr[0] = (char)0xd8; break;
-    default: hdr[0] = 0; break;
-    }
-    if (hdr[0] != 0) {
-        hdr[1] = (char)type;
-        h = 2;
-    }
-    else if (len <= UINT8_MAX) {
-        hdr[0] = (char)0xc7;
-        hdr[1] = (char)len;
-        hdr[2] = (char)type;
-        h = 3;
-    }
-    else if (len <= UINT16_MAX) {
-        hdr[0] = (char)0xc8;
-        cm_store_be16(hdr + 1, (uint16_t)len);
-        hdr[3] = (char)type;
-        h = 4;
-    }
-    else if ((uint64_t)len <= UINT32_MAX) {
-        hdr[0] = (char)0xc9;
-        cm_store_be32(hdr + 1, (uint32_t)len);
-        hdr[5] = (char)type;
-        h = 6;
-    }
-    else {
-        PyErr_SetString(PyExc_ValueError, "ext is too large for MessagePack");
-        return -1;
-    }
-    return put_with_header(pk, hdr, h, data, len);
-}
-
-/* array (base 0x90, 0xdc) or map (base 0x80, 0xde) header */
-static inline int
-put_container(packer *pk, unsigned char fix, unsigned char tag16, Py_ssize_t n,
-              const char *what)
-{
-    char *p = reserve(pk, 5);
-    if (p == NULL) {
-        return -1;
-    }
-    if (n < 16) {
-        p[0] = (char)(fix | n);
-        pk->b->len += 1;
-    }
-    else if (n <= UINT16_MAX) {
-        p[0] = (char)tag16;
-        cm_store_be16(p + 1, (uint16_t)n);
-        pk->b->len += 3;
-    }
-    else if ((uint64_t)n <= UINT32_MAX) {
-        p[0] = (char)(tag16 + 1);
-        cm_store_be32(p + 1, (uint32_t)n);
-        pk->b->len += 5;
-    }
-    else {
-        PyErr_Format(PyExc_ValueError, "%s is too large for MessagePack",
-                     what);
-        return -1;
-    }
-    return 0;
-}
 
 /* ---- scalars ---- */
 
@@ -348,15 +31,15 @@ static inline int
 pack_unicode(packer *pk, PyObject *o)
 {
     if (CM_LIKELY(PyUnicode_IS_COMPACT_ASCII(o))) {
-        return put_str(pk, (const char *)PyUnicode_DATA(o),
-                       PyUnicode_GET_LENGTH(o));
+        return cm_mp_str(pk->b, (const char *)PyUnicode_DATA(o),
+                         PyUnicode_GET_LENGTH(o));
     }
     Py_ssize_t len;
     const char *s = PyUnicode_AsUTF8AndSize(o, &len);
     if (s == NULL) {
         return -1;
     }
-    return put_str(pk, s, len);
+    return cm_mp_str(pk->b, s, len);
 }
 
 static int
@@ -377,7 +60,7 @@ pack_long(packer *pk, PyObject *o)
         if (v == -1 && PyErr_Occurred()) {
             return -1;
         }
-        return put_int(pk, (int64_t)v);
+        return cm_mp_int(pk->b, (int64_t)v);
     }
     if (overflow < 0) {
         return int_overflow();
@@ -390,14 +73,7 @@ pack_long(packer *pk, PyObject *o)
         PyErr_Clear();
         return int_overflow();
     }
-    char *p = reserve(pk, 9);
-    if (p == NULL) {
-        return -1;
-    }
-    p[0] = (char)0xcf;
-    cm_store_be64(p + 1, (uint64_t)u);
-    pk->b->len += 9;
-    return 0;
+    return cm_mp_uint(pk->b, (uint64_t)u);
 }
 
 /* ---- containers ---- */
@@ -453,7 +129,7 @@ static int
 pack_list(packer *pk, PyObject *o)
 {
     Py_ssize_t n = PyList_GET_SIZE(o);
-    if (put_container(pk, 0x90, 0xdc, n, "list") < 0 || enter(pk) < 0) {
+    if (cm_mp_container(pk->b, 0x90, 0xdc, n, "list") < 0 || enter(pk) < 0) {
         return -1;
     }
     int rc = -1;
@@ -481,7 +157,7 @@ static int
 pack_tuple(packer *pk, PyObject *o)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(o);
-    if (put_container(pk, 0x90, 0xdc, n, "tuple") < 0 || enter(pk) < 0) {
+    if (cm_mp_container(pk->b, 0x90, 0xdc, n, "tuple") < 0 || enter(pk) < 0) {
         return -1;
     }
     int rc = 0;
@@ -500,7 +176,7 @@ static int
 pack_dict(packer *pk, PyObject *o)
 {
     Py_ssize_t n = PyDict_GET_SIZE(o);
-    if (put_container(pk, 0x80, 0xde, n, "dict") < 0 || enter(pk) < 0) {
+    if (cm_mp_container(pk->b, 0x80, 0xde, n, "dict") < 0 || enter(pk) < 0) {
         return -1;
     }
     int rc = -1;
@@ -562,7 +238,7 @@ pack_mapping_items(packer *pk, PyObject *o)
     }
     int rc = -1;
     Py_ssize_t n = PyTuple_GET_SIZE(items);
-    if (put_container(pk, 0x80, 0xde, n, "dict") < 0) {
+    if (cm_mp_container(pk->b, 0x80, 0xde, n, "dict") < 0) {
         goto done;
     }
     if (enter(pk) < 0) {
@@ -602,14 +278,6 @@ days_from_civil(int64_t y, unsigned m, unsigned d)
     unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
     unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + (int64_t)doe - 719468;
-}
-
-static inline void
-store_be24(char *p, uint32_t v)
-{
-    p[0] = (char)(v >> 16);
-    p[1] = (char)(v >> 8);
-    p[2] = (char)v;
 }
 
 /* The fields of a date, datetime or time. With the datetime C API (the C
@@ -766,14 +434,14 @@ pack_aware_datetime(packer *pk, PyObject *o, const dt_parts *d)
         uint64_t d64 = ((uint64_t)ns << 34) | (uint64_t)s;
         if ((d64 & 0xFFFFFFFF00000000ULL) == 0) {
             cm_store_be32(buf, (uint32_t)d64);
-            return put_ext(pk, CM_MP_EXT_TIMESTAMP, buf, 4);
+            return cm_mp_ext(pk->b, CM_MP_EXT_TIMESTAMP, buf, 4);
         }
         cm_store_be64(buf, d64);
-        return put_ext(pk, CM_MP_EXT_TIMESTAMP, buf, 8);
+        return cm_mp_ext(pk->b, CM_MP_EXT_TIMESTAMP, buf, 8);
     }
     cm_store_be32(buf, ns);
     cm_store_be64(buf + 4, (uint64_t)s);
-    return put_ext(pk, CM_MP_EXT_TIMESTAMP, buf, 12);
+    return cm_mp_ext(pk->b, CM_MP_EXT_TIMESTAMP, buf, 12);
 }
 
 static int
@@ -793,8 +461,8 @@ pack_datetime(packer *pk, PyObject *o)
         for (int i = 1; i < 6; i++) {
             buf[i + 1] = (char)d.v[i];
         }
-        store_be24(buf + 7, (uint32_t)d.v[6]);
-        rc = put_ext(pk, CM_MP_EXT_DATETIME, buf, 10);
+        cm_store_be24(buf + 7, (uint32_t)d.v[6]);
+        rc = cm_mp_ext(pk->b, CM_MP_EXT_DATETIME, buf, 10);
     }
     Py_DECREF(d.tzinfo);
     return rc;
@@ -811,7 +479,7 @@ pack_date(packer *pk, PyObject *o)
     cm_store_be16(buf, (uint16_t)d.v[0]);
     buf[2] = (char)d.v[1];
     buf[3] = (char)d.v[2];
-    return put_ext(pk, CM_MP_EXT_DATE, buf, 4);
+    return cm_mp_ext(pk->b, CM_MP_EXT_DATE, buf, 4);
 }
 
 static int
@@ -825,11 +493,11 @@ pack_time(packer *pk, PyObject *o)
     buf[0] = (char)d.v[3];
     buf[1] = (char)d.v[4];
     buf[2] = (char)d.v[5];
-    store_be24(buf + 3, (uint32_t)d.v[6]);
+    cm_store_be24(buf + 3, (uint32_t)d.v[6]);
     int naive = d.tzinfo == Py_None;
     Py_DECREF(d.tzinfo);
     if (naive) {
-        return put_ext(pk, CM_MP_EXT_TIME, buf, 6);
+        return cm_mp_ext(pk->b, CM_MP_EXT_TIME, buf, 6);
     }
     int64_t off = 0;
     int is_none = 0;
@@ -837,7 +505,7 @@ pack_time(packer *pk, PyObject *o)
         return -1;
     }
     if (is_none) {
-        return put_ext(pk, CM_MP_EXT_TIME, buf, 6);
+        return cm_mp_ext(pk->b, CM_MP_EXT_TIME, buf, 6);
     }
     if (off % 1000000 != 0) {
         PyErr_SetString(PyExc_ValueError,
@@ -846,7 +514,7 @@ pack_time(packer *pk, PyObject *o)
         return -1;
     }
     cm_store_be32(buf + 6, (uint32_t)(int32_t)(off / 1000000));
-    return put_ext(pk, CM_MP_EXT_TIME, buf, 10);
+    return cm_mp_ext(pk->b, CM_MP_EXT_TIME, buf, 10);
 }
 
 /* ---- the other supported types ---- */
@@ -858,7 +526,7 @@ pack_buffer(packer *pk, PyObject *o)
     if (PyObject_GetBuffer(o, &view, PyBUF_SIMPLE) < 0) {
         return -1;
     }
-    int rc = put_bin(pk, (const char *)view.buf, view.len);
+    int rc = cm_mp_bin(pk->b, (const char *)view.buf, view.len);
     PyBuffer_Release(&view);
     return rc;
 }
@@ -890,7 +558,7 @@ pack_uuid(packer *pk, PyObject *o)
         PyErr_SetString(PyExc_TypeError, "UUID.bytes must be 16 bytes");
     }
     else {
-        rc = put_ext(pk, CM_MP_EXT_UUID, PyBytes_AS_STRING(raw), 16);
+        rc = cm_mp_ext(pk->b, CM_MP_EXT_UUID, PyBytes_AS_STRING(raw), 16);
     }
     Py_DECREF(raw);
     return rc;
@@ -907,7 +575,7 @@ pack_decimal(packer *pk, PyObject *o)
     Py_ssize_t len;
     const char *data = PyUnicode_AsUTF8AndSize(s, &len);
     if (data != NULL) {
-        rc = put_ext(pk, CM_MP_EXT_DECIMAL, data, len);
+        rc = cm_mp_ext(pk->b, CM_MP_EXT_DECIMAL, data, len);
     }
     Py_DECREF(s);
     return rc;
@@ -942,7 +610,8 @@ pack_dataclass(packer *pk, PyObject *o)
         goto done;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(seq);
-    if (put_container(pk, 0x80, 0xde, n, "dataclass") < 0 || enter(pk) < 0) {
+    if (cm_mp_container(pk->b, 0x80, 0xde, n, "dataclass") < 0 ||
+        enter(pk) < 0) {
         goto done;
     }
     entered = 1;
@@ -989,19 +658,19 @@ pack_slow(packer *pk, PyObject *o)
     cm_msgpack_state *ms = pk->ms;
 
     if (PyBool_Check(o)) {
-        return put_byte(pk, o == Py_True ? 0xc3 : 0xc2);
+        return cm_buf_put_byte(pk->b, o == Py_True ? 0xc3 : 0xc2);
     }
     if (PyLong_Check(o)) {
         return pack_long(pk, o);
     }
     if (PyFloat_Check(o)) {
-        return put_float(pk, PyFloat_AS_DOUBLE(o));
+        return cm_mp_float64(pk->b, PyFloat_AS_DOUBLE(o));
     }
     if (PyUnicode_Check(o)) {
         return pack_unicode(pk, o);
     }
     if (PyBytes_Check(o)) {
-        return put_bin(pk, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o));
+        return cm_mp_bin(pk->b, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o));
     }
     if (PyByteArray_Check(o) || PyMemoryView_Check(o)) {
         return pack_buffer(pk, o);
@@ -1069,7 +738,7 @@ pack_obj(packer *pk, PyObject *o)
         return pack_long(pk, o);
     }
     if (t == &PyFloat_Type) {
-        return put_float(pk, PyFloat_AS_DOUBLE(o));
+        return cm_mp_float64(pk->b, PyFloat_AS_DOUBLE(o));
     }
     if (t == &PyDict_Type) {
         return pack_dict(pk, o);
@@ -1078,19 +747,19 @@ pack_obj(packer *pk, PyObject *o)
         return pack_list(pk, o);
     }
     if (o == Py_None) {
-        return put_byte(pk, 0xc0);
+        return cm_buf_put_byte(pk->b, 0xc0);
     }
     if (o == Py_True) {
-        return put_byte(pk, 0xc3);
+        return cm_buf_put_byte(pk->b, 0xc3);
     }
     if (o == Py_False) {
-        return put_byte(pk, 0xc2);
+        return cm_buf_put_byte(pk->b, 0xc2);
     }
     if (t == &PyTuple_Type) {
         return pack_tuple(pk, o);
     }
     if (t == &PyBytes_Type) {
-        return put_bin(pk, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o));
+        return cm_mp_bin(pk->b, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o));
     }
     return pack_slow(pk, o);
 }
@@ -1098,7 +767,7 @@ pack_obj(packer *pk, PyObject *o)
 int
 cm_mp_pack(cm_state *st, cm_buf *b, PyObject *obj)
 {
-    packer pk = {st, &st->msgpack, b, 0, NULL, 0};
+    packer pk = {st, &st->msgpack, b, 0};
     return pack_obj(&pk, obj);
 }
 
@@ -1108,21 +777,20 @@ cm_msgpack_packb(PyObject *module, PyObject *obj)
     cm_state *st = cm_get_state(module);
     cm_msgpack_state *ms = &st->msgpack;
     char stack[CM_MP_PACK_STACK];
-    cm_buf b = {NULL, stack, 0, (Py_ssize_t)sizeof stack};
     /* Small outputs are made in one allocation of their exact size. A larger
      * one grows into a bytes object that starts at the previous large
      * output's size plus an eighth: an app packs payloads of similar sizes,
      * so most calls never grow it again. */
-    packer pk = {st, ms, &b, 0, stack, ms->pack_hint + ms->pack_hint / 8};
-    PyObject *out = NULL;
-    if (pack_obj(&pk, obj) < 0) {
+    cm_buf b;
+    cm_buf_init_array(&b, stack, (Py_ssize_t)sizeof stack,
+                      ms->pack_hint + ms->pack_hint / 8);
+    if (cm_mp_pack(st, &b, obj) < 0) {
         cm_buf_free(&b);
         return NULL;
     }
-    if (pk.stack != NULL) {
-        return PyBytes_FromStringAndSize(stack, b.len);
+    if (b.bytes != NULL) {
+        ms->pack_hint =
+            b.len < CM_MP_PACK_HINT_MAX ? b.len : CM_MP_PACK_HINT_MAX;
     }
-    ms->pack_hint = b.len < CM_MP_PACK_HINT_MAX ? b.len : CM_MP_PACK_HINT_MAX;
-    out = cm_buf_finish(&b);
-    return out;
+    return cm_buf_finish(&b);
 }

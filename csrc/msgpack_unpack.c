@@ -1,7 +1,8 @@
 /* MessagePack decoder (the format: the comment at the top of msgpack.c).
  *
- * The input is hostile. Every read checks the bytes left first (need());
- * a str / bin / ext length must fit in what is left, an array count may
+ * The input is hostile. Every read goes through cm_read (buffer.h), which
+ * checks the bytes left and advances in one call; a str / bin / ext length
+ * must fit in what is left, an array count may
  * not exceed the bytes left and a map count half of them (every element
  * takes at least one byte); containers nest at most CM_MP_MAX_DEPTH deep;
  * trailing bytes are refused. Every failure is a MalformedError with the
@@ -20,9 +21,8 @@ unused_global_api(void)
 }
 
 typedef struct {
+    cm_reader r;
     const unsigned char *start;
-    const unsigned char *p;
-    const unsigned char *end;
     cm_state *st;
     cm_msgpack_state *ms;
     int depth;
@@ -34,8 +34,17 @@ static PyObject *
 malformed(unpacker *u, const char *what)
 {
     PyErr_Format(u->st->MalformedError, "%s at offset %zd", what,
-                 (Py_ssize_t)(u->p - u->start));
+                 (Py_ssize_t)(u->r.p - u->start));
     return NULL;
+}
+
+/* A fixed-size field after the type byte is cut off: reported at the type
+ * byte (cm_read moved nothing). */
+static PyObject *
+truncated(unpacker *u)
+{
+    u->r.p--;
+    return malformed(u, "truncated input");
 }
 
 /* Replace the current exception by a MalformedError naming what failed,
@@ -59,7 +68,7 @@ malformed_from(unpacker *u, const char *what)
     Py_XDECREF(tb);
 #endif
     PyErr_Format(u->st->MalformedError, "%s at offset %zd: %S", what,
-                 (Py_ssize_t)(u->p - u->start), cause ? cause : Py_None);
+                 (Py_ssize_t)(u->r.p - u->start), cause ? cause : Py_None);
     if (cause != NULL) {
 #if PY_VERSION_HEX >= 0x030C0000
         PyObject *exc = PyErr_GetRaisedException();
@@ -74,31 +83,6 @@ malformed_from(unpacker *u, const char *what)
 #endif
     }
     return NULL;
-}
-
-static inline int
-need(const unpacker *u, Py_ssize_t n)
-{
-    return CM_LIKELY(u->end - u->p >= n);
-}
-
-static inline uint16_t
-load16(const unsigned char *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static inline uint32_t
-load32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-           ((uint32_t)p[2] << 8) | (uint32_t)p[3];
-}
-
-static inline uint64_t
-load64(const unsigned char *p)
-{
-    return ((uint64_t)load32(p) << 32) | load32(p + 4);
 }
 
 /* ---- str ---- */
@@ -122,6 +106,85 @@ is_ascii(const unsigned char *p, Py_ssize_t n)
     return 1;
 }
 
+/* Valid UTF-8 s[0:n], not all ASCII, of at most CM_MP_UTF8_SHORT bytes as a
+ * str of its exact size and kind: decoded once into code points, then
+ * copied. NULL without an exception when the bytes are not valid UTF-8
+ * (overlong forms, surrogates, past U+10FFFF, cut sequences): the caller
+ * lets PyUnicode_DecodeUTF8 raise its error. */
+static PyObject *
+decode_short_utf8(const unsigned char *s, Py_ssize_t n)
+{
+    Py_UCS4 cps[CM_MP_UTF8_SHORT];
+    Py_ssize_t count = 0;
+    Py_UCS4 maxc = 0;
+    for (Py_ssize_t i = 0; i < n; count++) {
+        Py_UCS4 c = s[i];
+        if (c < 0x80) {
+            i += 1;
+        }
+        else if (c < 0xc2) {
+            return NULL; /* a continuation byte, or an overlong lead */
+        }
+        else if (c < 0xe0) {
+            if (n - i < 2 || (s[i + 1] & 0xc0) != 0x80) {
+                return NULL;
+            }
+            c = ((c & 0x1f) << 6) | (s[i + 1] & 0x3f);
+            i += 2;
+        }
+        else if (c < 0xf0) {
+            if (n - i < 3 || (s[i + 1] & 0xc0) != 0x80 ||
+                (s[i + 2] & 0xc0) != 0x80) {
+                return NULL;
+            }
+            c = ((c & 0x0f) << 12) | ((Py_UCS4)(s[i + 1] & 0x3f) << 6) |
+                (s[i + 2] & 0x3f);
+            if (c < 0x800 || (c >= 0xd800 && c <= 0xdfff)) {
+                return NULL;
+            }
+            i += 3;
+        }
+        else if (c < 0xf5) {
+            if (n - i < 4 || (s[i + 1] & 0xc0) != 0x80 ||
+                (s[i + 2] & 0xc0) != 0x80 || (s[i + 3] & 0xc0) != 0x80) {
+                return NULL;
+            }
+            c = ((c & 0x07) << 18) | ((Py_UCS4)(s[i + 1] & 0x3f) << 12) |
+                ((Py_UCS4)(s[i + 2] & 0x3f) << 6) | (s[i + 3] & 0x3f);
+            if (c < 0x10000 || c > 0x10ffff) {
+                return NULL;
+            }
+            i += 4;
+        }
+        else {
+            return NULL;
+        }
+        cps[count] = c;
+        if (c > maxc) {
+            maxc = c;
+        }
+    }
+    PyObject *o = PyUnicode_New(count, maxc);
+    if (o == NULL) {
+        return NULL;
+    }
+    void *data = PyUnicode_DATA(o);
+    switch (PyUnicode_KIND(o)) {
+    case PyUnicode_1BYTE_KIND:
+        for (Py_ssize_t j = 0; j < count; j++) {
+            ((Py_UCS1 *)data)[j] = (Py_UCS1)cps[j];
+        }
+        break;
+    case PyUnicode_2BYTE_KIND:
+        for (Py_ssize_t j = 0; j < count; j++) {
+            ((Py_UCS2 *)data)[j] = (Py_UCS2)cps[j];
+        }
+        break;
+    default: memcpy(data, cps, (size_t)count * sizeof(Py_UCS4)); break;
+    }
+    return o;
+}
+
 static PyObject *
 make_str(unpacker *u, const unsigned char *s, Py_ssize_t n)
 {
@@ -132,6 +195,12 @@ make_str(unpacker *u, const unsigned char *s, Py_ssize_t n)
         }
         return o;
     }
+    if (n <= CM_MP_UTF8_SHORT) {
+        PyObject *o = decode_short_utf8(s, n);
+        if (o != NULL || PyErr_Occurred()) {
+            return o;
+        }
+    }
     PyObject *o = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
     if (o == NULL) {
         return malformed_from(u, "invalid UTF-8 in str");
@@ -139,31 +208,25 @@ make_str(unpacker *u, const unsigned char *s, Py_ssize_t n)
     return o;
 }
 
-/* Take a payload of n bytes (already known to fit). */
-static inline const unsigned char *
-take(unpacker *u, Py_ssize_t n)
-{
-    const unsigned char *s = u->p;
-    u->p += n;
-    return s;
-}
-
-/* A short key (n <= 24) as up to three overlapping words: the first 8, the
- * middle 8 and the last 8 bytes (4 + 4 or single bytes when shorter). Reads
- * stay inside [0, n). Equal keys give equal words. */
+/* A short key (n <= 32) as up to four overlapping words: bytes [0, 8),
+ * [8, 16), [16, 24) and the last 8 (4 + 4 or single bytes when shorter).
+ * Reads stay inside [0, n). Equal keys give equal words. */
 typedef struct {
-    uint64_t a, b, c;
+    uint64_t a, b, c, d;
 } key_words;
 
 static inline key_words
 load_key(const unsigned char *s, Py_ssize_t n)
 {
-    key_words w = {0, 0, 0};
+    key_words w = {0, 0, 0, 0};
     if (n >= 8) {
         memcpy(&w.a, s, 8);
         memcpy(&w.b, s + n - 8, 8);
         if (n > 16) {
             memcpy(&w.c, s + 8, 8);
+        }
+        if (n > 24) {
+            memcpy(&w.d, s + 16, 8);
         }
     }
     else if (n >= 4) {
@@ -180,28 +243,46 @@ load_key(const unsigned char *s, Py_ssize_t n)
     return w;
 }
 
-/* A map key that is a short str: served from the cache when it is there. */
+static inline int
+cached_is(PyObject *k, Py_ssize_t n, const key_words *w)
+{
+    if (k == NULL || PyUnicode_GET_LENGTH(k) != n) {
+        return 0;
+    }
+    key_words v = load_key((const unsigned char *)PyUnicode_DATA(k), n);
+    return ((v.a ^ w->a) | (v.b ^ w->b) | (v.c ^ w->c) | (v.d ^ w->d)) == 0;
+}
+
+/* A map key that is a short str: served from the cache when it is there.
+ * The cache is two-way: each hash picks a pair of slots, so two keys of one
+ * document that hash alike do not evict each other on every record. The
+ * pair is kept in LRU order: a hit or a new key goes first, and a new key
+ * evicts the one used least recently. */
 static PyObject *
 cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
 {
     key_words w = load_key(s, n);
     uint64_t h = (w.a * 0x9E3779B97F4A7C15ULL) ^
                  (w.b * 0xC2B2AE3D27D4EB4FULL) ^
-                 (w.c * 0x165667B19E3779F9ULL) ^ (uint64_t)n;
+                 (w.c * 0x165667B19E3779F9ULL) ^
+                 (w.d * 0x27D4EB2F165667C5ULL) ^ (uint64_t)n;
     h ^= h >> 32;
     h ^= h >> 15;
-    PyObject **slot = &u->ms->keys[h % CM_MP_KEY_CACHE_SIZE];
-    PyObject *k = *slot;
-    if (k != NULL && PyUnicode_GET_LENGTH(k) == n) {
-        key_words v = load_key((const unsigned char *)PyUnicode_DATA(k), n);
-        if (((v.a ^ w.a) | (v.b ^ w.b) | (v.c ^ w.c)) == 0) {
-            return Py_NewRef(k);
-        }
+    PyObject **pair = &u->ms->keys[(h % (CM_MP_KEY_CACHE_SIZE / 2)) * 2];
+    if (cached_is(pair[0], n, &w)) {
+        return Py_NewRef(pair[0]);
+    }
+    if (cached_is(pair[1], n, &w)) {
+        /* most recently used first: the next new key evicts the other */
+        PyObject *k = pair[1];
+        pair[1] = pair[0];
+        pair[0] = k;
+        return Py_NewRef(k);
     }
     if (!is_ascii(s, n)) {
         return make_str(u, s, n);
     }
-    k = PyUnicode_New(n, 127);
+    PyObject *k = PyUnicode_New(n, 127);
     if (k == NULL) {
         return NULL;
     }
@@ -210,7 +291,8 @@ cached_key(unpacker *u, const unsigned char *s, Py_ssize_t n)
         Py_DECREF(k);
         return NULL;
     }
-    Py_XSETREF(*slot, Py_NewRef(k));
+    Py_XSETREF(pair[1], pair[0]);
+    pair[0] = Py_NewRef(k);
     return k;
 }
 
@@ -314,17 +396,17 @@ ext_timestamp(unpacker *u, const unsigned char *s, Py_ssize_t n)
     int64_t secs;
     uint32_t ns;
     if (n == 4) {
-        secs = load32(s);
+        secs = cm_load_be32(s);
         ns = 0;
     }
     else if (n == 8) {
-        uint64_t d64 = load64(s);
+        uint64_t d64 = cm_load_be64(s);
         ns = (uint32_t)(d64 >> 34);
         secs = (int64_t)(d64 & 0x3FFFFFFFFULL);
     }
     else if (n == 12) {
-        ns = load32(s);
-        secs = (int64_t)load64(s + 4);
+        ns = cm_load_be32(s);
+        secs = (int64_t)cm_load_be64(s + 4);
     }
     else {
         return malformed(u, "timestamp extension of a wrong size");
@@ -381,7 +463,7 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
             return malformed(u, "date extension of a wrong size");
         }
         what = "invalid date extension";
-        o = new_date(ms, load16(s), s[2], s[3]);
+        o = new_date(ms, cm_load_be16(s), s[2], s[3]);
         break;
     case CM_MP_EXT_DATETIME:
         if (n != 10) {
@@ -389,7 +471,7 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
         }
         what = "invalid datetime extension";
         o = new_datetime(
-            ms, load16(s), s[2], s[3], s[4], s[5], s[6],
+            ms, cm_load_be16(s), s[2], s[3], s[4], s[5], s[6],
             (int)((uint32_t)s[7] << 16 | (uint32_t)s[8] << 8 | s[9]), Py_None);
         break;
     case CM_MP_EXT_TIME: {
@@ -399,7 +481,7 @@ ext_object(unpacker *u, int8_t type, const unsigned char *s, Py_ssize_t n)
         what = "invalid time extension";
         PyObject *tz = NULL;
         if (n == 10) {
-            tz = new_timezone(ms, (int32_t)load32(s + 6));
+            tz = new_timezone(ms, (int32_t)cm_load_be32(s + 6));
             if (tz == NULL) {
                 return malformed_from(u, what);
             }
@@ -504,7 +586,7 @@ leave(unpacker *u)
 static PyObject *
 unpack_array(unpacker *u, uint64_t n)
 {
-    if (n > (uint64_t)(u->end - u->p)) {
+    if (n > (uint64_t)cm_reader_left(&u->r)) {
         return malformed(u, "array length larger than the bytes left");
     }
     if (enter(u) < 0) {
@@ -538,39 +620,44 @@ unpack_array(unpacker *u, uint64_t n)
     return list;
 }
 
+static PyObject *unpack_tagged(unpacker *u, unsigned char c);
+
+/* A map key: a str of up to CM_MP_KEY_CACHE_MAXLEN bytes comes from the
+ * key cache. */
 static inline PyObject *
 unpack_key(unpacker *u)
 {
-    if (CM_UNLIKELY(u->p >= u->end)) {
+    const unsigned char *s;
+    if (CM_UNLIKELY(cm_read(&u->r, &s, 1) < 0)) {
         return malformed(u, "truncated input");
     }
-    unsigned char c = *u->p;
-    Py_ssize_t n = -1;
+    unsigned char c = s[0];
+    uint64_t n;
     if ((c & 0xe0) == 0xa0) {
         n = c & 0x1f;
-        u->p += 1;
     }
-    else if (c == 0xd9 && need(u, 2) && u->p[1] <= CM_MP_KEY_CACHE_MAXLEN) {
-        n = u->p[1];
-        u->p += 2;
-    }
-    if (n >= 0) {
-        if (!need(u, n)) {
-            return malformed(u, "str length larger than the bytes left");
+    else if (c == 0xd9) {
+        if (cm_read(&u->r, &s, 1) < 0) {
+            return truncated(u);
         }
-        const unsigned char *s = take(u, n);
-        if (n <= CM_MP_KEY_CACHE_MAXLEN) {
-            return cached_key(u, s, n);
-        }
-        return make_str(u, s, n);
+        n = s[0];
     }
-    return unpack_obj(u);
+    else {
+        return unpack_tagged(u, c);
+    }
+    if (cm_read(&u->r, &s, n) < 0) {
+        return malformed(u, "str length larger than the bytes left");
+    }
+    if (n <= CM_MP_KEY_CACHE_MAXLEN) {
+        return cached_key(u, s, (Py_ssize_t)n);
+    }
+    return make_str(u, s, (Py_ssize_t)n);
 }
 
 static PyObject *
 unpack_map(unpacker *u, uint64_t n)
 {
-    if (n > (uint64_t)(u->end - u->p) / 2) {
+    if (n > (uint64_t)cm_reader_left(&u->r) / 2) {
         return malformed(u, "map length larger than the bytes left");
     }
     if (enter(u) < 0) {
@@ -580,7 +667,7 @@ unpack_map(unpacker *u, uint64_t n)
     PyObject *dict = _PyDict_NewPresized((Py_ssize_t)n);
     if (dict != NULL) {
         for (uint64_t i = 0; i < n; i++) {
-            const unsigned char *at = u->p;
+            const unsigned char *at = u->r.p;
             PyObject *key = unpack_key(u);
             if (key == NULL) {
                 Py_CLEAR(dict);
@@ -596,7 +683,7 @@ unpack_map(unpacker *u, uint64_t n)
             Py_DECREF(key);
             Py_DECREF(value);
             if (rc < 0) {
-                u->p = at;
+                u->r.p = at;
                 malformed_from(u, "invalid map key");
                 Py_CLEAR(dict);
                 break;
@@ -609,52 +696,59 @@ unpack_map(unpacker *u, uint64_t n)
 
 /* ---- one object ---- */
 
-#define NEED(n)                                     \
-    do {                                            \
-        if (CM_UNLIKELY(!need(u, (n)))) {           \
-            u->p--;                                 \
-            return malformed(u, "truncated input"); \
-        }                                           \
+/* The w-byte field after the type byte, or a truncation reported there. */
+#define FIELD(w)                                        \
+    do {                                                \
+        if (CM_UNLIKELY(cm_read(&u->r, &s, (w)) < 0)) { \
+            return truncated(u);                        \
+        }                                               \
     } while (0)
 
 static PyObject *
 str_of(unpacker *u, uint64_t n)
 {
-    if (n > (uint64_t)(u->end - u->p)) {
+    const unsigned char *s;
+    if (cm_read(&u->r, &s, n) < 0) {
         return malformed(u, "str length larger than the bytes left");
     }
-    return make_str(u, take(u, (Py_ssize_t)n), (Py_ssize_t)n);
+    return make_str(u, s, (Py_ssize_t)n);
 }
 
 static PyObject *
 bin_of(unpacker *u, uint64_t n)
 {
-    if (n > (uint64_t)(u->end - u->p)) {
+    const unsigned char *s;
+    if (cm_read(&u->r, &s, n) < 0) {
         return malformed(u, "bin length larger than the bytes left");
     }
-    return PyBytes_FromStringAndSize((const char *)take(u, (Py_ssize_t)n),
-                                     (Py_ssize_t)n);
+    return PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
 }
 
 static PyObject *
-ext_of(unpacker *u, uint64_t n)
+ext_of(unpacker *u, int8_t type, uint64_t n)
 {
-    /* the type byte was checked by the caller */
-    int8_t type = (int8_t)*u->p++;
-    if (n > (uint64_t)(u->end - u->p)) {
+    const unsigned char *s;
+    if (cm_read(&u->r, &s, n) < 0) {
         return malformed(u, "ext length larger than the bytes left");
     }
-    const unsigned char *s = take(u, (Py_ssize_t)n);
     return ext_object(u, type, s, (Py_ssize_t)n);
 }
 
 static PyObject *
 unpack_obj(unpacker *u)
 {
-    if (CM_UNLIKELY(u->p >= u->end)) {
+    const unsigned char *s;
+    if (CM_UNLIKELY(cm_read(&u->r, &s, 1) < 0)) {
         return malformed(u, "truncated input");
     }
-    unsigned char c = *u->p++;
+    return unpack_tagged(u, s[0]);
+}
+
+/* The object whose type byte c was just read. */
+static PyObject *
+unpack_tagged(unpacker *u, unsigned char c)
+{
+    const unsigned char *s;
     if (c <= 0x7f) {
         return PyLong_FromLong(c);
     }
@@ -670,129 +764,65 @@ unpack_obj(unpacker *u)
     if ((c & 0xf0) == 0x90) {
         return unpack_array(u, c & 0x0f);
     }
-    const unsigned char *p = u->p;
     switch (c) {
     case 0xc0: Py_RETURN_NONE;
     case 0xc2: Py_RETURN_FALSE;
     case 0xc3: Py_RETURN_TRUE;
-    case 0xc4:
-        NEED(1);
-        u->p += 1;
-        return bin_of(u, p[0]);
-    case 0xc5:
-        NEED(2);
-        u->p += 2;
-        return bin_of(u, load16(p));
-    case 0xc6:
-        NEED(4);
-        u->p += 4;
-        return bin_of(u, load32(p));
-    case 0xc7:
-        NEED(2);
-        u->p += 1;
-        return ext_of(u, p[0]);
-    case 0xc8:
-        NEED(3);
-        u->p += 2;
-        return ext_of(u, load16(p));
-    case 0xc9:
-        NEED(5);
-        u->p += 4;
-        return ext_of(u, load32(p));
+    case 0xc4: FIELD(1); return bin_of(u, s[0]);
+    case 0xc5: FIELD(2); return bin_of(u, cm_load_be16(s));
+    case 0xc6: FIELD(4); return bin_of(u, cm_load_be32(s));
+    case 0xc7: FIELD(2); return ext_of(u, (int8_t)s[1], s[0]);
+    case 0xc8: FIELD(3); return ext_of(u, (int8_t)s[2], cm_load_be16(s));
+    case 0xc9: FIELD(5); return ext_of(u, (int8_t)s[4], cm_load_be32(s));
     case 0xca: {
-        NEED(4);
-        uint32_t bits = load32(p);
+        FIELD(4);
+        uint32_t bits = cm_load_be32(s);
         float f;
         memcpy(&f, &bits, sizeof f);
-        u->p += 4;
         return PyFloat_FromDouble((double)f);
     }
     case 0xcb: {
-        NEED(8);
-        uint64_t bits = load64(p);
+        FIELD(8);
+        uint64_t bits = cm_load_be64(s);
         double f;
         memcpy(&f, &bits, sizeof f);
-        u->p += 8;
         return PyFloat_FromDouble(f);
     }
-    case 0xcc:
-        NEED(1);
-        u->p += 1;
-        return PyLong_FromLong(p[0]);
-    case 0xcd:
-        NEED(2);
-        u->p += 2;
-        return PyLong_FromLong(load16(p));
-    case 0xce:
-        NEED(4);
-        u->p += 4;
-        return PyLong_FromUnsignedLong(load32(p));
-    case 0xcf:
-        NEED(8);
-        u->p += 8;
-        return PyLong_FromUnsignedLongLong(load64(p));
-    case 0xd0:
-        NEED(1);
-        u->p += 1;
-        return PyLong_FromLong((int8_t)p[0]);
-    case 0xd1:
-        NEED(2);
-        u->p += 2;
-        return PyLong_FromLong((int16_t)load16(p));
-    case 0xd2:
-        NEED(4);
-        u->p += 4;
-        return PyLong_FromLong((int32_t)load32(p));
-    case 0xd3:
-        NEED(8);
-        u->p += 8;
-        return PyLong_FromLongLong((int64_t)load64(p));
-    case 0xd4: NEED(1); return ext_of(u, 1);
-    case 0xd5: NEED(1); return ext_of(u, 2);
-    case 0xd6: NEED(1); return ext_of(u, 4);
-    case 0xd7: NEED(1); return ext_of(u, 8);
-    case 0xd8: NEED(1); return ext_of(u, 16);
-    case 0xd9:
-        NEED(1);
-        u->p += 1;
-        return str_of(u, p[0]);
-    case 0xda:
-        NEED(2);
-        u->p += 2;
-        return str_of(u, load16(p));
-    case 0xdb:
-        NEED(4);
-        u->p += 4;
-        return str_of(u, load32(p));
-    case 0xdc:
-        NEED(2);
-        u->p += 2;
-        return unpack_array(u, load16(p));
-    case 0xdd:
-        NEED(4);
-        u->p += 4;
-        return unpack_array(u, load32(p));
-    case 0xde:
-        NEED(2);
-        u->p += 2;
-        return unpack_map(u, load16(p));
-    case 0xdf:
-        NEED(4);
-        u->p += 4;
-        return unpack_map(u, load32(p));
-    default: u->p--; return malformed(u, "reserved type byte 0xc1");
+    case 0xcc: FIELD(1); return PyLong_FromLong(s[0]);
+    case 0xcd: FIELD(2); return PyLong_FromLong(cm_load_be16(s));
+    case 0xce: FIELD(4); return PyLong_FromUnsignedLong(cm_load_be32(s));
+    case 0xcf: FIELD(8); return PyLong_FromUnsignedLongLong(cm_load_be64(s));
+    case 0xd0: FIELD(1); return PyLong_FromLong((int8_t)s[0]);
+    case 0xd1: FIELD(2); return PyLong_FromLong((int16_t)cm_load_be16(s));
+    case 0xd2: FIELD(4); return PyLong_FromLong((int32_t)cm_load_be32(s));
+    case 0xd3: FIELD(8); return PyLong_FromLongLong((int64_t)cm_load_be64(s));
+    case 0xd4: FIELD(1); return ext_of(u, (int8_t)s[0], 1);
+    case 0xd5: FIELD(1); return ext_of(u, (int8_t)s[0], 2);
+    case 0xd6: FIELD(1); return ext_of(u, (int8_t)s[0], 4);
+    case 0xd7: FIELD(1); return ext_of(u, (int8_t)s[0], 8);
+    case 0xd8: FIELD(1); return ext_of(u, (int8_t)s[0], 16);
+    case 0xd9: FIELD(1); return str_of(u, s[0]);
+    case 0xda: FIELD(2); return str_of(u, cm_load_be16(s));
+    case 0xdb: FIELD(4); return str_of(u, cm_load_be32(s));
+    case 0xdc: FIELD(2); return unpack_array(u, cm_load_be16(s));
+    case 0xdd: FIELD(4); return unpack_array(u, cm_load_be32(s));
+    case 0xde: FIELD(2); return unpack_map(u, cm_load_be16(s));
+    case 0xdf: FIELD(4); return unpack_map(u, cm_load_be32(s));
+    default: u->r.p--; return malformed(u, "reserved type byte 0xc1");
     }
 }
+
+#undef FIELD
 
 PyObject *
 cm_mp_unpack(cm_state *st, const char *data, Py_ssize_t len)
 {
-    unpacker u = {(const unsigned char *)data,
-                  (const unsigned char *)data,
-                  (const unsigned char *)data + len,
-                  st,
-                  &st->msgpack,
-                  0};
+    unpacker u = {
+        {(const unsigned char *)data, (const unsigned char *)data + len},
+        (const unsigned char *)data,
+        st,
+        &st->msgpack,
+        0};
     if (len > CM_MP_MAX_INPUT) {
         PyErr_Format(st->MalformedError,
                      "input of %zd bytes is larger than the %zd byte limit",
@@ -804,10 +834,10 @@ cm_mp_unpack(cm_state *st, const char *data, Py_ssize_t len)
         return NULL;
     }
     PyObject *out = unpack_obj(&u);
-    if (out != NULL && u.p != u.end) {
+    if (out != NULL && cm_reader_left(&u.r) != 0) {
         PyErr_Format(st->MalformedError,
                      "%zd trailing bytes after the object at offset %zd",
-                     (Py_ssize_t)(u.end - u.p), (Py_ssize_t)(u.p - u.start));
+                     cm_reader_left(&u.r), (Py_ssize_t)(u.r.p - u.start));
         Py_CLEAR(out);
     }
     return out;

@@ -2,6 +2,8 @@
  * docs/design.md ("Refresh rule"); the Python twin is _pure/refresh.py. */
 #include "state.h"
 
+#include "args.h"
+
 #include <float.h>
 #include <math.h>
 
@@ -74,29 +76,39 @@ as_double(PyObject *o, double *out)
     return -1;
 }
 
+/* Every argument a float or an int, by position. */
 static int
-parse_doubles(const char *name, PyObject *const *args, Py_ssize_t nargs,
-              Py_ssize_t want, double *out)
+parse_doubles(const cm_args *spec, PyObject *const *args, Py_ssize_t nargs,
+              double *out)
 {
-    if (nargs != want) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes exactly %zd arguments (%zd given)", name,
-                     want, nargs);
+    PyObject *argv[5];
+    if (cm_args_parse(spec, args, nargs, NULL, argv) < 0) {
         return -1;
     }
-    for (Py_ssize_t i = 0; i < want; i++) {
-        if (as_double(args[i], &out[i]) < 0) {
+    for (int i = 0; i < spec->n; i++) {
+        if (as_double(argv[i], &out[i]) < 0) {
             return -1;
         }
     }
     return 0;
 }
 
+static const char *const window_names[] = {"compute_ms", "ttl_ms",
+                                           "max_planning_ms", "buffer"};
+static const cm_args window_args = {
+    "refresh_window", window_names, 4, 4, 4, 4};
+static const char *const due_names[] = {"compute_ms", "remaining_ms", "ttl_ms",
+                                        "max_planning_ms", "buffer"};
+static const cm_args due_args = {"refresh_due", due_names, 5, 5, 5, 5};
+static const char *const xfetch_names[] = {"compute_ms", "remaining_ms",
+                                           "beta", "u"};
+static const cm_args xfetch_args = {"xfetch_due", xfetch_names, 4, 4, 4, 4};
+
 static PyObject *
 py_refresh_window(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     double a[4];
-    if (parse_doubles("refresh_window", args, nargs, 4, a) < 0) {
+    if (parse_doubles(&window_args, args, nargs, a) < 0) {
         return NULL;
     }
     return PyFloat_FromDouble(cm_refresh_window(a[0], a[1], a[2], a[3]));
@@ -106,7 +118,7 @@ static PyObject *
 py_refresh_due(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     double a[5];
-    if (parse_doubles("refresh_due", args, nargs, 5, a) < 0) {
+    if (parse_doubles(&due_args, args, nargs, a) < 0) {
         return NULL;
     }
     return PyBool_FromLong(cm_refresh_due(a[0], a[1], a[2], a[3], a[4]));
@@ -116,7 +128,7 @@ static PyObject *
 py_xfetch_due(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     double a[4];
-    if (parse_doubles("xfetch_due", args, nargs, 4, a) < 0) {
+    if (parse_doubles(&xfetch_args, args, nargs, a) < 0) {
         return NULL;
     }
     return PyBool_FromLong(cm_xfetch_due(a[0], a[1], a[2], a[3]));

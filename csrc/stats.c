@@ -25,6 +25,8 @@
 
 #include "state.h"
 
+#include "args.h"
+
 /* Unsized, so that a name missing from a table is a compile error below. */
 static const char *const counter_names[] = {
     "hits",
@@ -179,16 +181,14 @@ as_index(PyObject *obj, Py_ssize_t n, const char *what)
 static PyObject *
 Row_stored(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
+    static const char *const names[] = {"raw_bytes", "stored_bytes"};
+    static const cm_args spec = {"stored", names, 2, 2, 2, 2};
     RowObject *row = (RowObject *)op;
+    PyObject *argv[2];
     uint64_t raw = 0, stored = 0;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "stored() takes 2 positional arguments (%zd given)",
-                     nargs);
-        return NULL;
-    }
-    if (as_count(args[0], "raw_bytes", &raw) < 0 ||
-        as_count(args[1], "stored_bytes", &stored) < 0) {
+    if (cm_args_parse(&spec, args, nargs, NULL, argv) < 0 ||
+        as_count(argv[0], "raw_bytes", &raw) < 0 ||
+        as_count(argv[1], "stored_bytes", &stored) < 0) {
         return NULL;
     }
     row->c[CM_STAT_STORED]++;
@@ -213,19 +213,19 @@ Row_not_stored(PyObject *op, PyObject *reason)
 static PyObject *
 Row_add(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
+    static const char *const names[] = {"counter", "n"};
+    static const cm_args spec = {"add", names, 2, 2, 2, 1};
     RowObject *row = (RowObject *)op;
+    PyObject *argv[2];
     uint64_t n = 1;
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "add() takes 1 or 2 positional arguments (%zd given)",
-                     nargs);
+    if (cm_args_parse(&spec, args, nargs, NULL, argv) < 0) {
         return NULL;
     }
-    Py_ssize_t i = as_index(args[0], CM_N_STATS, "counter");
+    Py_ssize_t i = as_index(argv[0], CM_N_STATS, "counter");
     if (i < 0) {
         return NULL;
     }
-    if (nargs == 2 && as_count(args[1], "n", &n) < 0) {
+    if (argv[1] != NULL && as_count(argv[1], "n", &n) < 0) {
         return NULL;
     }
     row->c[i] += n;

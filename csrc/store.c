@@ -29,6 +29,8 @@
 
 #include "state.h"
 
+#include "args.h"
+
 #define MIN_BUCKETS 16
 
 typedef struct store_node {
@@ -237,28 +239,23 @@ get_time(PyObject *o, const char *name, double *out)
     return 0;
 }
 
-static int
-check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t want)
-{
-    if (CM_UNLIKELY(nargs != want)) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes exactly %zd arguments (%zd given)", name,
-                     want, nargs);
-        return -1;
-    }
-    return 0;
-}
+static const char *const get_names[] = {"key", "now"};
+static const char *const set_names[] = {"key", "value", "expires_at", "now"};
+static const char *const keys_names[] = {"prefix"};
+static const cm_args keys_args = {"keys", keys_names, 1, 1, 1, 0};
 
 /* ---- methods ---- */
 
 static store_node *
-lookup_live(StoreObject *s, PyObject *const *args, Py_ssize_t nargs,
+lookup_live(StoreObject *s, PyObject *const *argv, Py_ssize_t nargs,
             const char *name, int *err)
 {
+    const cm_args spec = {name, get_names, 2, 2, 2, 2};
+    PyObject *args[2];
     double now;
     *err = -1;
-    if (check_nargs(name, nargs, 2) < 0 || check_key(args[0]) < 0 ||
-        get_time(args[1], "now", &now) < 0) {
+    if (cm_args_parse(&spec, argv, nargs, NULL, args) < 0 ||
+        check_key(args[0]) < 0 || get_time(args[1], "now", &now) < 0) {
         return NULL;
     }
     *err = 0;
@@ -313,11 +310,14 @@ Store_get_with_expiry(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 
 /* set / add: 1 stored, 0 not stored, -1 error */
 static int
-set_or_add(StoreObject *s, PyObject *const *args, Py_ssize_t nargs,
+set_or_add(StoreObject *s, PyObject *const *argv, Py_ssize_t nargs,
            const char *name, int only_if_absent)
 {
+    const cm_args spec = {name, set_names, 4, 4, 4, 4};
+    PyObject *args[4];
     double expires_at, now;
-    if (check_nargs(name, nargs, 4) < 0 || check_key(args[0]) < 0) {
+    if (cm_args_parse(&spec, argv, nargs, NULL, args) < 0 ||
+        check_key(args[0]) < 0) {
         return -1;
     }
     if (CM_UNLIKELY(!PyBytes_CheckExact(args[1]))) {
@@ -387,10 +387,12 @@ Store_len(PyObject *op)
 static PyObject *
 Store_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"max_bytes", NULL};
+    static const char *const names[] = {"max_bytes"};
+    static const cm_args spec = {"MemoryStore", names, 1, 0, 1, 0};
+    PyObject *arg;
     Py_ssize_t max_bytes = 64 * 1024 * 1024;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|n:MemoryStore", kwlist,
-                                     &max_bytes)) {
+    if (cm_args_parse_tuple(&spec, args, kwargs, &arg) < 0 ||
+        (arg != NULL && cm_args_ssize(arg, &max_bytes) < 0)) {
         return NULL;
     }
     if (max_bytes < 0) {
@@ -431,20 +433,18 @@ static PyObject *
 Store_keys(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     StoreObject *s = (StoreObject *)op;
-    PyObject *out = NULL;
+    PyObject *prefix, *out = NULL;
     const char *pp = "";
     Py_ssize_t plen = 0;
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError,
-                     "keys() takes at most 1 argument (%zd given)", nargs);
+    if (cm_args_parse(&keys_args, args, nargs, NULL, &prefix) < 0) {
         return NULL;
     }
-    if (nargs == 1) {
-        if (check_key(args[0]) < 0) {
+    if (prefix != NULL) {
+        if (check_key(prefix) < 0) {
             return NULL;
         }
-        pp = PyBytes_AS_STRING(args[0]);
-        plen = PyBytes_GET_SIZE(args[0]);
+        pp = PyBytes_AS_STRING(prefix);
+        plen = PyBytes_GET_SIZE(prefix);
     }
     out = PyList_New(0);
     if (out == NULL) {

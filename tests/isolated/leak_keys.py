@@ -64,7 +64,17 @@ def failing_cookies() -> None:
     _native.build_key(spec, "GET", "/", query, headers, failing)
 
 
+def spec_by_keyword() -> None:
+    _native.KeySpec(prefix="p", route="/r", query_names=None, cookie_names=["c"])
+
+
+def spec_bad_keyword() -> None:
+    _native.KeySpec("p", "/r", None, prefix="q")
+
+
 assert_no_leak(build)
+assert_no_leak(spec_by_keyword)
+assert_no_leak(raises(spec_bad_keyword, TypeError))
 assert_no_leak(material)
 assert_no_leak(heap_buffer, calls=2000)
 assert_no_leak(new_spec)

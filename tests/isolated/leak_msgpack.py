@@ -160,6 +160,22 @@ def unpack_bad_decimal() -> None:
     _native.unpackb(b"\x91\xd6\x05abcd")
 
 
+UNICODE = _native.packb(
+    [
+        {"name": f"Zürich café {i}", "emoji": "\U0001f600" * (i % 3), "cjk": "東京" * i}
+        for i in range(30)
+    ]
+)
+
+
+def unpack_unicode() -> None:
+    _native.unpackb(UNICODE)
+
+
+def unpack_bad_utf8_short() -> None:
+    _native.unpackb(b"\x92\xa3caf\xa4\xed\xa0\x80x")
+
+
 def unpack_non_canonical_decimal() -> None:
     _native.unpackb(b"\x91\xc7\x03\x05 1 ")
 
@@ -178,6 +194,7 @@ assert_no_leak(pack_extras, calls=5_000)
 assert_no_leak(unpack_extras, calls=5_000)
 assert_no_leak(unpack_memoryview, calls=5_000)
 assert_no_leak(unpack_non_contiguous, calls=5_000)
+assert_no_leak(unpack_unicode, calls=5_000)
 assert_no_leak(pack_dict_mutated_by_key, calls=5_000)
 assert_no_leak(raises(pack_cycle, ValueError), calls=500)
 assert_no_leak(raises(pack_unsupported, TypeError))
@@ -191,6 +208,7 @@ for fn in (
     unpack_bad_ext,
     unpack_bad_decimal,
     unpack_non_canonical_decimal,
+    unpack_bad_utf8_short,
     unpack_trailing,
 ):
     assert_no_leak(raises(fn, _native.MalformedError), calls=5_000)

@@ -871,3 +871,115 @@ def test_crash_reproductions_exit_normally(case: str, kernel: str) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---- str payloads: the decoder's own UTF-8 path against Python's codec -----------------
+
+
+def str_header(n: int) -> bytes:
+    if n < 32:
+        return bytes([0xA0 | n])
+    if n < 256:
+        return b"\xd9" + bytes([n])
+    return b"\xda" + n.to_bytes(2, "big")
+
+
+def assert_str_decodes_as_python(data: bytes) -> None:
+    from fastapi_cachemate import _native, _pure
+
+    try:
+        expected: str | None = data.decode("utf-8")
+    except UnicodeDecodeError:
+        expected = None
+    for packed, wrap in (
+        (str_header(len(data)) + data, lambda s: s),
+        (b"\x81" + str_header(len(data)) + data + b"\x01", lambda s: {s: 1}),
+    ):
+        for k in (_native, _pure):
+            if expected is None:
+                with pytest.raises(k.MalformedError, match="invalid UTF-8"):
+                    k.unpackb(packed)
+            else:
+                got = k.unpackb(packed)
+                assert got == wrap(expected)
+
+
+UTF8_EDGES = [
+    b"caf\xc3\xa9",  # latin-1 range
+    b"\xc3\xbf" * 10,  # U+00FF, the widest 1-byte kind
+    b"\xc4\x80",  # U+0100: 2-byte kind
+    b"\xe2\x82\xac x",  # U+20AC
+    b"\xef\xbf\xbf",  # U+FFFF
+    b"\xf0\x9f\x98\x80!",  # U+1F600: 4-byte kind
+    b"\xf4\x8f\xbf\xbf",  # U+10FFFF
+    b"\xc3\xa9" * 128,  # 256 bytes: the longest of the short path
+    b"\xc3\xa9" * 129,  # past it
+    b"a" * 31 + b"\xc3\xa9",  # a 33-byte key
+    b"\xc0\x80",  # overlong NUL
+    b"\xc1\xbf",  # overlong
+    b"\xe0\x80\x80",  # overlong 3-byte
+    b"\xe0\x9f\xbf",  # overlong 3-byte, highest
+    b"\xf0\x80\x80\x80",  # overlong 4-byte
+    b"\xf0\x8f\xbf\xbf",  # overlong 4-byte, highest
+    b"\xed\xa0\x80",  # U+D800, a surrogate
+    b"\xed\xbf\xbf",  # U+DFFF
+    b"\xf4\x90\x80\x80",  # past U+10FFFF
+    b"\xf5\x80\x80\x80",
+    b"\xff",
+    b"\x80",  # a lone continuation byte
+    b"\xc3",  # cut
+    b"\xe2\x82",  # cut
+    b"\xf0\x9f\x98",  # cut
+    b"\xc3(",  # not a continuation
+    b"\xe2(\xac",
+    b"\xf0\x9f(\x80",
+]
+
+
+@pytest.mark.parametrize("data", UTF8_EDGES, ids=lambda d: d.hex()[:24])
+def test_utf8_edges_decode_as_python(data: bytes) -> None:
+    assert_str_decodes_as_python(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=300)
+    | st.text(max_size=120).map(lambda t: t.encode("utf-8"))
+    | st.lists(st.sampled_from([*UTF8_EDGES, b"a", "é".encode(), "€".encode()]), max_size=40).map(
+        b"".join
+    )
+)
+def test_random_str_payloads_decode_as_python(data: bytes) -> None:
+    assert_str_decodes_as_python(data)
+
+
+def test_map_keys_of_a_document_are_shared_between_records() -> None:
+    # the C decoder keeps short keys in a cache: every record of a document gets the
+    # same str objects, whatever the cache held before, even for keys whose hashes
+    # pick the same cache slots
+    import gc
+    import random
+
+    from fastapi_cachemate import _native
+
+    names = [
+        *("id", "sku", "title", "price", "qty", "active", "rating", "category", "updated"),
+        *("vendor", "name", "uuid", "email", "score", "balance", "age", "tags", "address"),
+        *("city", "zip", "geo", "created_at", "a_key_of_exactly_32_bytes_long__"),
+    ]
+    packed = _native.packb([dict.fromkeys(names, 1) for _ in range(3)])
+    rnd = random.Random(7)
+    for _ in range(300):
+        earlier = {f"k{rnd.randrange(10**6)}": 1 for _ in range(40)}
+        earlier.update(dict.fromkeys(rnd.sample(names, 3), 1))
+        warm = _native.packb(earlier)
+        # no collection while it decodes: a finalizer that decodes too would share the cache
+        gc.disable()
+        try:
+            _native.unpackb(warm)
+            records = _native.unpackb(packed)
+        finally:
+            gc.enable()
+        for later in records[1:]:
+            assert [a for a, b in zip(records[0], later, strict=True) if a is not b] == []
+        assert list(records[0]) == names
