@@ -43,7 +43,7 @@ from typing import Any, Literal, NamedTuple
 from starlette.exceptions import HTTPException
 
 from fastapi_cachemate import _log, metrics
-from fastapi_cachemate._breaker import BackendUnavailable, CircuitBreaker
+from fastapi_cachemate._breaker import BackendUnavailable, BreakerState, CircuitBreaker
 from fastapi_cachemate._kernels import kernels
 from fastapi_cachemate._lease import (
     Found,
@@ -56,6 +56,7 @@ from fastapi_cachemate._lease import (
 from fastapi_cachemate._refresh import RefreshTicket, reenter, refresh_scope
 from fastapi_cachemate._singleflight import SingleFlight
 from fastapi_cachemate._tasks import RefreshTasks
+from fastapi_cachemate.core.backends.near import NearCache
 from fastapi_cachemate.core.types import Backend, ComputeTicket, LockManager
 from fastapi_cachemate.settings import BaseCacheSettings
 
@@ -90,6 +91,7 @@ class Runtime:
         "fetches",
         "flight",
         "in_process",
+        "near",
         "refreshes",
         "settings",
     )
@@ -117,6 +119,8 @@ class Runtime:
         self.elsewhere: dict[bytes, float] = {}
         #: seconds since the epoch: entries' created and freshness (tests inject a clock)
         self.clock: Callable[[], float] = time.time
+        #: the RedisBackend's near cache (CacheSetup.setup() attaches it), or None
+        self.near: NearCache | None = None
 
     def refreshed_elsewhere(self, key: bytes) -> bool:
         deadline = self.elsewhere.get(key)
@@ -205,6 +209,7 @@ class Flow:
     __slots__ = (
         "backend",
         "down",
+        "from_near",
         "key",
         "locks",
         "runtime",
@@ -235,6 +240,7 @@ class Flow:
         self.stale_if_error = stale_if_error
         self.stats = stats  # the endpoint's counters (fastapi_cachemate.metrics)
         self.down = False  # a backend call failed in this request: no more backend calls
+        self.from_near = False  # the lookup was answered by the near cache
 
     @property
     def grace(self) -> float:
@@ -259,6 +265,12 @@ class Flow:
             )
         if self.runtime.in_process:
             return await self.backend.fetch(self.key)
+        near = self.runtime.near
+        if near is not None:
+            raw = near.get(self.key, self.runtime.breaker.state is BreakerState.CLOSED)
+            if raw is not None:
+                self.from_near = True
+                return raw
         try:
             raw, _ = await self.runtime.fetches.run(self.key, self._fetch_once)
         except BackendUnavailable:

@@ -75,6 +75,7 @@ class Lookup(NamedTuple):
     missing: bool  # the backend had nothing at the key (not: unreadable or expired bytes)
     entry: Any  # the decoded entry (any state) or None
     down: bool  # the backend call failed: no more backend calls in this request
+    near: bool = False  # the entry is the near cache's copy (docs/design.md, "Near cache")
 
 
 Answer = Callable[[Request], Awaitable[Response | None]]

@@ -94,6 +94,7 @@ _COMPRESSION = {
 _REFUSED_ROUTE = Refusal.of(CacheStatuses.CACHE_NOT, b"bypass", b"unkeyable-route")
 _REFUSED_KEY = Refusal.of(CacheStatuses.CACHE_BYPASS, b"bypass", b"unkeyable-request")
 _NOT_BUFFERED = Refusal.of(CacheStatuses.CACHE_NOT, b"uri-miss", b"not-buffered")
+_NEAR = (b"detail=near",)  # Cache-Status parameter of a hit answered by the near cache
 _NO_HEADERS = raw_response(200, [], b"")  # merge_returned's injected response: adds nothing
 
 
@@ -406,7 +407,7 @@ class _CachedEndpoint:
         fwd = b"uri-miss" if lookup.missing else b"miss"
         if entry is not None:
             if entry.state == kernels.FRESH:
-                hit = self._fresh_hit(http, slot, flow, entry, request, sub_response)
+                hit = self._fresh_hit(http, slot, flow, lookup, request, sub_response)
                 if hit is not None:
                     return hit
                 fwd = b"request"  # client_cache_control="revalidate": the shared computation
@@ -446,7 +447,7 @@ class _CachedEndpoint:
         lookup = await _lookup(slot, flow, request.scope)
         entry = lookup.entry
         if entry is not None and entry.state == kernels.FRESH:
-            hit = self._fresh_hit(plan.http, slot, flow, entry, request, _NO_HEADERS)
+            hit = self._fresh_hit(plan.http, slot, flow, lookup, request, _NO_HEADERS)
             if hit is not None:
                 return hit
         request.scope[_hitfirst.LOOKUP_SCOPE_KEY] = lookup
@@ -477,18 +478,20 @@ class _CachedEndpoint:
         http: RouteHTTP,
         slot: _Slot,
         flow: Flow,
-        entry: Any,
+        lookup: _hitfirst.Lookup,
         request: Request,
         sub_response: Response,
     ) -> Response | None:
         """The answer for a FRESH entry, and one background refresh when it is due; None
-        when the client asks for a newer one (``client_cache_control="revalidate"``)."""
+        when the client asks for a newer one (``client_cache_control="revalidate"``).
+        A near-cache copy says so: ``Cache-Status: ...; hit; ttl=N; detail=near``."""
+        entry = lookup.entry
         if http.revalidation_due(request, entry, slot.settings):
             return None
         slot.stats.hit()
         if flow.refresh_due(entry):
             flow.spawn_refresh(entry, request.scope)
-        return http.hit(entry, request, sub_response)
+        return http.hit(entry, request, sub_response, params=_NEAR if lookup.near else ())
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -780,7 +783,8 @@ async def _lookup(slot: _Slot, flow: Flow, scope: MutableMapping[str, Any]) -> _
         flow.down = earlier.down
         return earlier
     raw = await flow.fetch()
-    return _hitfirst.Lookup(slot.key, raw is None, flow.decode(raw, slot.fingerprint), flow.down)
+    entry = flow.decode(raw, slot.fingerprint)
+    return _hitfirst.Lookup(slot.key, raw is None, entry, flow.down, flow.from_near)
 
 
 def _key(keyer: RouteKeyer, request: Request) -> tuple[bytes, bytes] | None:
