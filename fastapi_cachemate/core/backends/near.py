@@ -143,8 +143,8 @@ class NearCache:
     def get(self, key: bytes, healthy: bool) -> bytes | None:
         """The near copy of key, or None. healthy: the backend's breaker is closed (else
         nothing is served, and what is held is flushed)."""
+        tracker = self.tracker
         if not self.ready:
-            tracker = self.tracker
             if tracker is not None:
                 tracker.ensure_running()
             return None
@@ -152,6 +152,8 @@ class NearCache:
             if len(self._store):
                 self.flush("the backend's circuit breaker is not closed")
             return None
+        if tracker is not None and not tracker.quiet():
+            return None  # an invalidation (or the channel's end) is waiting to be read
         raw: bytes | None = self._store.get(key, time.time())
         if raw is not None:
             self.counters.near_hits += 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -143,6 +144,35 @@ class Tracker:
         self._channels: list[_Channel] = []
         #: times every node was tracked (tests wait for a reconnection with it)
         self.established = 0
+        self._poller: Any = None  # select.poll over the tracking sockets, once established
+        self._buffers: list[Any] = []  # their asyncio StreamReaders
+
+    def quiet(self) -> bool:
+        """No byte is waiting on any tracking connection, in the socket or in its stream
+        (one poll(2) with a zero timeout): every invalidation (or EOF) that reached this
+        process has been applied. A near copy is served only then."""
+        poller = self._poller
+        if poller is None:
+            return True
+        if poller.poll(0):
+            return False
+        return not any(buffer._buffer for buffer in self._buffers)
+
+    def _watch(self, channels: list[_Channel]) -> None:
+        if not hasattr(select, "poll"):
+            return
+        poller = select.poll()
+        buffers = []
+        for channel in channels:
+            conn = channel.connection
+            sock = conn._writer.get_extra_info("socket") if conn._writer is not None else None
+            if sock is None or not hasattr(conn._reader, "_buffer"):
+                self._poller = None
+                return
+            poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+            buffers.append(conn._reader)
+        self._buffers = buffers
+        self._poller = poller
 
     # --- lifecycle ----------------------------------------------------------------------------
     def ensure_running(self) -> None:
@@ -210,8 +240,8 @@ class Tracker:
                 lost = self.near.ready
                 self.near.set_ready(False, f"invalidation channel lost: {exc!r}")
                 await self._close_channels()
-                if lost:
-                    logger.warning(
+                if lost:  # INFO: a lost backend is reported by the request path
+                    logger.info(
                         "near cache: invalidation channel lost (%s: %s); serving from Redis "
                         "until it is back",
                         type(exc).__name__,
@@ -232,9 +262,10 @@ class Tracker:
         self._channels = channels
         await asyncio.gather(*(ch.open(self.near.tracking_prefix) for ch in channels))
         names = sorted(ch.name for ch in channels)
+        self._watch(channels)
         self.established += 1
         self.near.set_ready(True, "tracking established")
-        logger.info("near cache: tracking %d node(s) for prefix %r", len(channels), self.near.prefix)
+        logger.debug("near cache: tracking %d node(s) for prefix %r", len(channels), self.near.prefix)
         readers = [asyncio.ensure_future(self._read(ch)) for ch in channels]
         try:
             while True:
@@ -269,6 +300,8 @@ class Tracker:
                 near.invalidated(keys)
 
     async def _close_channels(self) -> None:
+        self._poller = None
+        self._buffers = []
         channels, self._channels = self._channels, []
         for channel in channels:
             await channel.close()
