@@ -67,12 +67,12 @@ __all__ = [
     "CacheCollector",
     "MultiprocessSync",
     "counters_from_exposition",
-    "near_from_exposition",
     "exposition",
     "metrics_route",
     "metrics_router",
     "multiprocess_mode",
     "multiprocess_sync",
+    "near_from_exposition",
     "register_collector",
 ]
 
@@ -166,9 +166,7 @@ class CacheCollector:
         is_open, state = _breaker_gauges(snap["breaker"])
         yield GaugeMetricFamily(f"{self.namespace}_breaker_open", _BREAKER_OPEN_HELP, is_open)
         yield GaugeMetricFamily(f"{self.namespace}_breaker_state", _BREAKER_STATE_HELP, state)
-        near = CounterMetricFamily(
-            f"{self.namespace}_{_NEAR_NAME}", _NEAR_HELP, labels=["event"]
-        )
+        near = CounterMetricFamily(f"{self.namespace}_{_NEAR_NAME}", _NEAR_HELP, labels=["event"])
         for event, counter in _NEAR_EVENTS.items():
             near.add_metric([event], snap["near"][counter])
         yield near

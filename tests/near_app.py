@@ -4,8 +4,9 @@
 "source" of name: the field name of the Redis hash ``near-src`` (outside the cache's
 prefix; read with HGET, so that INFO commandstats' GETs are the cache's own), read by the
 endpoint with its own client. ``POST /bump/{name}?how=key|tag|namespace|none`` writes a new
-source value (``HINCRBY``) and invalidates the cached answer that way, and answers the new value once the invalidation is acknowledged. ``GET /near`` answers
-this process's near-cache counters and state.
+source value (``HINCRBY``) and invalidates the cached answer that way, and answers the new
+value once the invalidation is acknowledged. ``GET /near`` answers this process's
+near-cache counters and state.
 
 Configured from the environment: ``CACHEMATE_TEST_REDIS_URL`` (one startup node of a
 cluster when ``CACHEMATE_TEST_CLUSTER=1``), ``CACHEMATE_TEST_SETTINGS`` (a JSON object of

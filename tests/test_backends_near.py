@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import pytest
 import redis.asyncio as aioredis
@@ -50,7 +50,8 @@ def test_a_fetch_is_kept_and_served() -> None:
     raw = near.get(KEY, True)
     assert raw is not None
     read = kernels.read_entry(raw, time.time(), FP)
-    assert read is not None and read.body == b"v1"
+    assert read is not None
+    assert read.body == b"v1"
 
 
 def test_an_invalidation_that_arrives_before_the_reply_voids_it() -> None:
@@ -156,7 +157,8 @@ def test_a_compressed_entry_is_kept_uncompressed() -> None:
     value, ends = copy
     assert len(value) > len(body) > len(raw)
     read = kernels.read_entry(value, time.time(), FP)
-    assert read is not None and read.body == body
+    assert read is not None
+    assert read.body == body
     assert ends == pytest.approx(time.time() + 60, abs=5)
 
 
@@ -203,7 +205,7 @@ def test_near_cache_size_must_be_positive() -> None:
         NearCache(0, "p")
 
 
-# --- on a real Redis --------------------------------------------------------------------------
+# --- on a real Redis -----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -223,17 +225,17 @@ async def backend(
 
 
 async def wait_ready(near: NearCache) -> None:
-    async with asyncio.timeout(30):
-        while not near.ready:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(near.wait_ready(), 30)
 
 
 async def copied(backend: RedisBackend, near: NearCache) -> None:
     """Fetch until the reply is kept (a fetch that the SET's own invalidation overtook is
     not: the race rule)."""
-    async with asyncio.timeout(30):
-        while near.get(KEY, True) is None:
-            assert await backend.fetch(KEY) is not None
+    for _ in range(1000):
+        if near.get(KEY, True) is not None:
+            return
+        assert await backend.fetch(KEY) is not None
+    raise AssertionError("no fetch was kept")
 
 
 @pytest.mark.redis
@@ -245,12 +247,23 @@ async def test_a_write_by_another_client_evicts_the_copy(
     await wait_ready(near)
     await redis_client.set(KEY, entry(b"v1"))
     await copied(backend, near)
+    told = asyncio.Event()
+    apply = near.invalidated
+
+    def spy(keys: Iterable[bytes] | None) -> None:
+        apply(keys)
+        if keys is not None and KEY in keys:
+            told.set()
+
+    near.invalidated = spy  # type: ignore[method-assign]
     await redis_client.set(KEY, entry(b"v2"))
-    async with asyncio.timeout(30):
-        while near.get(KEY, True) is not None:
-            await asyncio.sleep(0.001)
+    await asyncio.wait_for(told.wait(), 30)
+    assert near.get(KEY, True) is None
     raw = await backend.fetch(KEY)
-    assert raw is not None and kernels.read_entry(raw, time.time(), FP).body == b"v2"
+    assert raw is not None
+    read = kernels.read_entry(raw, time.time(), FP)
+    assert read is not None
+    assert read.body == b"v2"
 
 
 @pytest.mark.redis
@@ -266,4 +279,5 @@ async def test_the_tracking_connection_honours_the_clients_db(
     await copied(backend, near)
     clients = await redis_client.client_list()
     tracking = [c for c in clients if "t" in c["flags"] and "B" in c["flags"]]
-    assert len(tracking) == 1 and tracking[0]["db"] == "0"
+    assert len(tracking) == 1
+    assert tracking[0]["db"] == "0"

@@ -199,7 +199,7 @@ async def bump_source(store: Any, name: str) -> int:
     return int(await store.hincrby(SOURCE, name, 1))
 
 
-# --- invalidation by the other process --------------------------------------------------------
+# --- invalidation by the other process -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["key", "tag", "namespace"])
@@ -232,7 +232,8 @@ async def test_near_hits_carry_the_header_and_are_counted(
             assert status.startswith("fastapi-cachemate; hit; ttl=")
             assert status.endswith("; detail=near")
         after = [await near_counters(http, url) for url in urls]
-        assert [a["near_hits"] - b["near_hits"] for a, b in zip(after, before)] == [1, 1]
+        gained = [a["near_hits"] - b["near_hits"] for a, b in zip(after, before, strict=True)]
+        assert gained == [1, 1]
         assert all(a["ready"] and a["items"] == 1 for a in after)
 
 
@@ -271,7 +272,7 @@ async def test_a_direct_write_with_redis_cli_is_seen(
         await assert_seen(http, urls, "d", old, acked)
 
 
-# --- the channel lost ------------------------------------------------------------------------------
+# --- the channel lost ----------------------------------------------------------------------------
 
 
 async def test_killing_every_client_leaves_no_stale_entry(
@@ -289,7 +290,7 @@ async def test_killing_every_client_leaves_no_stale_entry(
         await assert_seen(http, urls, "k", old, acked)
         # tracking comes back by itself, and near hits with it
         deadline = _deadline()
-        for url, before in zip(urls, established):
+        for url, before in zip(urls, established, strict=True):
             while (await near_counters(http, url))["established"] <= before:
                 await read(http, url, "k")
                 assert time.monotonic() < deadline
@@ -318,7 +319,7 @@ async def test_a_redis_restart_leaves_no_stale_entry(
         await client.aclose()
 
 
-# --- stress -------------------------------------------------------------------------------------------
+# --- stress --------------------------------------------------------------------------------------
 
 
 async def test_no_stale_answer_past_the_bound_under_concurrent_reads_and_writes(
@@ -361,7 +362,7 @@ async def test_no_stale_answer_past_the_bound_under_concurrent_reads_and_writes(
         assert near["near_hits"] > 0
 
 
-# --- one GET per process after a write --------------------------------------------------------------
+# --- one GET per process after a write -----------------------------------------------------------
 
 
 async def test_after_a_store_each_process_reads_redis_at_most_once(

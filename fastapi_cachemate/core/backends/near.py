@@ -26,6 +26,8 @@ Everything here is synchronous (nothing awaited): each method is atomic in the e
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -56,7 +58,11 @@ class NearCounters:
     __slots__ = NEAR_COUNTERS
 
     def __init__(self) -> None:
-        self.reset()
+        self.near_hits = 0
+        self.near_fills = 0
+        self.near_invalidations = 0
+        self.near_flushes = 0
+        self.near_races = 0
 
     def reset(self) -> None:
         for name in NEAR_COUNTERS:
@@ -131,6 +137,7 @@ class NearCache:
         self._writing: dict[bytes, int] = {}  # own writes of a key not acknowledged yet
         self.counters = COUNTERS
         self.tracker: Any = None  # tracking.Tracker, once started
+        self._ready_event = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._store)
@@ -173,10 +180,8 @@ class NearCache:
         an invalidation of the key or a flush arrived since begin_fetch."""
         pending = self._fetching.get(fetch.key)
         if pending is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 pending.remove(fetch)
-            except ValueError:
-                pass
             if not pending:
                 del self._fetching[fetch.key]
         if raw is None:
@@ -261,7 +266,15 @@ class NearCache:
             if self.ready or len(self._store):
                 self.flush(reason)
             self.ready = False
+            self._ready_event.clear()
             return
         if not self.ready:
             self._epoch += 1
             self.ready = True
+            self._ready_event.set()
+
+    async def wait_ready(self) -> None:
+        """Return once tracking is established (starting it if needed)."""
+        if self.tracker is not None:
+            self.tracker.ensure_running()
+        await self._ready_event.wait()

@@ -355,7 +355,7 @@ class RedisBackend(Backend):
             reply = await self._evalsha(
                 _STORE_SHA, (key, layout.generation_key(key)), value, ttl_ms, ticket.generation
             )
-            stored = reply == 1
+            stored = bool(reply == 1)
         finally:
             if near is not None:
                 near.written(key, stored)
@@ -410,7 +410,7 @@ class RedisBackend(Backend):
         stored = False
         try:
             replies = await self._pipeline(build)
-            stored = not too_old and (ticket.generation is None or replies[0] == 1)
+            stored = not too_old and (ticket.generation is None or bool(replies[0] == 1))
         finally:
             if near is not None:
                 near.written(key, stored)

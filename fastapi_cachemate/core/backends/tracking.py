@@ -24,6 +24,7 @@ node is tracked again; reconnecting starts at once and backs off up to ``MAX_BAC
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import select
 from collections.abc import Callable, Coroutine
@@ -201,10 +202,8 @@ class Tracker:
                 running_here = False
             task.cancel()
             if running_here:
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass
         await self._close_channels()
 
     def stop(self) -> None:
@@ -265,7 +264,9 @@ class Tracker:
         self._watch(channels)
         self.established += 1
         self.near.set_ready(True, "tracking established")
-        logger.debug("near cache: tracking %d node(s) for prefix %r", len(channels), self.near.prefix)
+        logger.debug(
+            "near cache: tracking %d node(s) for prefix %r", len(channels), self.near.prefix
+        )
         readers = [asyncio.ensure_future(self._read(ch)) for ch in channels]
         try:
             while True:
