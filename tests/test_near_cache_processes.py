@@ -319,6 +319,38 @@ async def test_a_redis_restart_leaves_no_stale_entry(
         await client.aclose()
 
 
+async def test_restarting_every_cluster_master_leaves_no_stale_entry(
+    http: httpx.AsyncClient,
+) -> None:
+    """A cluster of its own (the session's is shared): every master restarted, empty (no
+    persistence; each keeps its node id and slots from nodes.conf)."""
+    _, cli = require_redis_binaries()
+    cluster = LocalCluster(masters=3)
+    cluster.start()
+    try:
+        host, port = cluster.nodes[0]
+        target = Target(f"redis://{host}:{port}/0", list(cluster.nodes), cluster=True)
+        client = target.client()
+        try:
+            with two_apps(target) as urls:
+                await client.hset(SOURCE, "c", 41)
+                old = await warm(http, urls, "c")
+                assert old == 41
+                for server in cluster.servers:
+                    server.stop()
+                for server in cluster.servers:
+                    server.start()
+                cluster._wait_state_ok(cli)
+                await client.hset(SOURCE, "c", 42)
+                acked = time.monotonic()
+                await assert_seen(http, urls, "c", old, acked)
+                assert await warm(http, urls, "c") == 42
+        finally:
+            await client.aclose()
+    finally:
+        cluster.stop()
+
+
 # --- stress --------------------------------------------------------------------------------------
 
 
