@@ -281,3 +281,28 @@ async def test_the_tracking_connection_honours_the_clients_db(
     tracking = [c for c in clients if "t" in c["flags"] and "B" in c["flags"]]
     assert len(tracking) == 1
     assert tracking[0]["db"] == "0"
+
+
+@pytest.mark.redis
+def test_another_event_loop_restarts_tracking(redis_server: RedisServer) -> None:
+    """An app run again in the same process (a new event loop): the copies made under the
+    old loop's tracking are not served, and tracking starts again in the new loop."""
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
+    near = NearCache(1 << 20, "p")
+    tracker = Tracker(client, near)
+    near.tracker = tracker
+
+    async def first() -> None:
+        await asyncio.wait_for(near.wait_ready(), 30)
+        fill(near, KEY, entry(b"v1"))
+        assert near.get(KEY, True) is not None
+
+    async def second() -> None:
+        assert near.get(KEY, True) is None
+        await asyncio.wait_for(near.wait_ready(), 30)
+        assert tracker.established == 2
+        assert near.get(KEY, True) is None  # flushed
+        await tracker.aclose()
+
+    asyncio.run(first())
+    asyncio.run(second())

@@ -266,7 +266,8 @@ class NearCache:
             if self.ready or len(self._store):
                 self.flush(reason)
             self.ready = False
-            self._ready_event.clear()
+            if self._ready_event.is_set():  # a new one: the next wait may be in another loop
+                self._ready_event = asyncio.Event()
             return
         if not self.ready:
             self._epoch += 1

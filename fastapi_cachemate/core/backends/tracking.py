@@ -147,11 +147,18 @@ class Tracker:
         self.established = 0
         self._poller: Any = None  # select.poll over the tracking sockets, once established
         self._buffers: list[Any] = []  # their asyncio StreamReaders
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the channels live
 
     def quiet(self) -> bool:
         """No byte is waiting on any tracking connection, in the socket or in its stream
         (one poll(2) with a zero timeout): every invalidation (or EOF) that reached this
-        process has been applied. A near copy is served only then."""
+        process has been applied. A near copy is served only then. Asked from another event
+        loop than the channels' (an app restarted in the same process), it is never quiet:
+        tracking restarts there."""
+        if asyncio.get_running_loop() is not self._loop:
+            self.near.set_ready(False, "tracking runs in another event loop")
+            self.ensure_running()
+            return False
         poller = self._poller
         if poller is None:
             return True
@@ -262,6 +269,7 @@ class Tracker:
         await asyncio.gather(*(ch.open(self.near.tracking_prefix) for ch in channels))
         names = sorted(ch.name for ch in channels)
         self._watch(channels)
+        self._loop = asyncio.get_running_loop()
         self.established += 1
         self.near.set_ready(True, "tracking established")
         logger.debug(
