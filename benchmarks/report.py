@@ -560,6 +560,13 @@ def markdown(raw: dict[str, Any], cfg: dict[str, Any], plots: list[str]) -> str:
         "\n" + _versions(raw),
         "\n## Targets\n",
         targets,
+        "\nNear cache: **ours, Redis hit, near cache** is a `RedisBackend` with the default "
+        "`near_cache_max_bytes` (32 MiB): after its first GET, a hot key is answered from process "
+        'memory, kept coherent by Redis\'s `CLIENT TRACKING` (docs/design.md, "Near cache"). '
+        "**ours, Redis hit** sets `near_cache_max_bytes=0`: every hit is one GET, as before the "
+        "near cache. The near targets compare its hit with our memory hit (measured in the memory "
+        "group of the same run), with fastapi-cache2's Redis hit, and with cashews's own "
+        "client-side cache (`client_side=True`); `cashews, Redis hit` keeps `client_side=False`.\n",
     ]
     if not any(missed) and missed:
         parts.append("\nEvery measured target is met.\n")
