@@ -207,7 +207,8 @@ class Tracker:
                 running_here = task.get_loop() is asyncio.get_running_loop()
             except RuntimeError:
                 running_here = False
-            task.cancel()
+            if not task.get_loop().is_closed():  # else it can never run again anyway
+                task.cancel()
             if running_here:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -217,8 +218,9 @@ class Tracker:
         """aclose() without waiting (the configuration is replaced by another)."""
         self._closed = True
         self.near.set_ready(False, "the configuration was replaced")
-        if self._task is not None:
-            self._task.cancel()
+        task = self._task
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            task.cancel()
 
     # --- the task -------------------------------------------------------------------------------
     def _nodes(self) -> list[tuple[str, Any]]:
