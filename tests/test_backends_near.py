@@ -306,3 +306,20 @@ def test_another_event_loop_restarts_tracking(redis_server: RedisServer) -> None
 
     asyncio.run(first())
     asyncio.run(second())
+
+
+def test_no_near_cache_for_a_cluster_client_that_reads_replicas() -> None:
+    from redis.asyncio.cluster import RedisCluster
+    from redis.cluster import LoadBalancingStrategy
+
+    from fastapi_cachemate.core.backends.tracking import attach_near_cache
+
+    strategy = LoadBalancingStrategy.ROUND_ROBIN
+    client = RedisCluster(host="127.0.0.1", port=1, load_balancing_strategy=strategy)
+    backend = RedisBackend(client)
+    assert attach_near_cache(backend, "p", 1 << 20, None) is None
+    assert backend.near is None
+    plain = RedisBackend(RedisCluster(host="127.0.0.1", port=1))
+    near = attach_near_cache(plain, "p", 1 << 20, None)
+    assert near is not None
+    assert plain.near is near

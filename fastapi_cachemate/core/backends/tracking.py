@@ -318,9 +318,32 @@ class Tracker:
             await channel.close()
 
 
-def attach_near_cache(backend: Any, prefix: str, max_bytes: int, spawn: Spawn | None) -> NearCache:
+def reads_replicas(client: Any) -> bool:
+    """Whether a cluster client may send GETs to replicas: a replica can answer a value
+    older than an invalidation already received from its primary, so no copy could be
+    trusted (the near cache is then off)."""
+    return bool(
+        getattr(client, "read_from_replicas", False)
+        or getattr(client, "load_balancing_strategy", None) is not None
+    )
+
+
+def attach_near_cache(
+    backend: Any, prefix: str, max_bytes: int, spawn: Spawn | None
+) -> NearCache | None:
     """A near cache for backend's keys under prefix (a RedisBackend), with its Tracker;
-    tracking starts with the first lookup in a running event loop."""
+    tracking starts with the first lookup in a running event loop. None (and no near cache)
+    for a cluster client that reads from replicas."""
+    if reads_replicas(backend.client):
+        logger.info(
+            "near cache: off, the cluster client reads from replicas (a replica may answer "
+            "a value older than the invalidation its primary sent)"
+        )
+        previous = backend.near
+        if previous is not None and previous.tracker is not None:
+            previous.tracker.stop()
+        backend.near = None
+        return None
     near = NearCache(max_bytes, prefix)
     near.tracker = Tracker(backend.client, near, spawn)
     previous = backend.near
