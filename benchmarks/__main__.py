@@ -57,11 +57,9 @@ GROUPS: dict[str, list[str]] = {
         "floor_redis",
         "bare_get",
         "ours_redis",
-        "ours_near",
         "seed:seed_redis",
         "fc2_redis",
         "cashews_redis",
-        "cashews_redis_cs",
         "seed:floor",
         "seed:floor_redis",
         "twin:ours_redis",
@@ -70,6 +68,9 @@ GROUPS: dict[str, list[str]] = {
         "twin:bare_get",
     ],
     "miss": ["floor", "floor_redis", "nocache", "ours_redis_miss"],
+    # CacheSetup is process-wide: ours_near and ours_redis in one process would share one
+    # configuration (the last set up), so the near cache has its group, with its peers
+    "near": ["floor", "floor_redis", "ours_near", "fc2_redis", "cashews_redis_cs"],
 }
 COMMANDSTATS = [
     "floor_redis",
