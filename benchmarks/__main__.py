@@ -68,14 +68,19 @@ GROUPS: dict[str, list[str]] = {
         "twin:bare_get",
     ],
     "miss": ["floor", "floor_redis", "nocache", "ours_redis_miss"],
+    # CacheSetup is process-wide: ours_near and ours_redis in one process would share one
+    # configuration (the last set up), so the near cache has its group, with its peers
+    "near": ["floor", "floor_redis", "ours_near", "fc2_redis", "cashews_redis_cs"],
 }
 COMMANDSTATS = [
     "floor_redis",
     "ours_redis",
     "ours_redis_miss",
+    "ours_near",
     "seed:seed_redis",
     "fc2_redis",
     "cashews_redis",
+    "cashews_redis_cs",
 ]
 E2E = [
     "floor",
@@ -83,9 +88,11 @@ E2E = [
     "nocache",
     "ours_memory",
     "ours_redis",
+    "ours_near",
     "fc2_memory",
     "fc2_redis",
     "cashews_redis",
+    "cashews_redis_cs",
     "seed:seed_redis",
     "seed:floor",
     "twin:ours_redis",

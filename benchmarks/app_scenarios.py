@@ -10,12 +10,16 @@ rendered through ``response_model``. Only how the answer is produced changes:
                      redis-py GET of those bytes (the least any Redis-backed hit can cost)
     nocache          the endpoint builds the payload; FastAPI validates and renders it
     ours_memory      fastapi_cachemate.cache.cache_response, MemoryBackend, hit
-    ours_redis       fastapi_cachemate.cache.cache_response, RedisBackend, hit
+    ours_redis       fastapi_cachemate.cache.cache_response, RedisBackend, hit (near cache
+                     off: every hit is one GET)
+    ours_near        the same with the near cache (the default): a hot hit from process memory
     ours_redis_miss  the same, a fresh item_id (a fresh key) on every request
     seed_redis       fastapi-cachemate 0.1.1 from PyPI, RedisBackend, hit (its own venv)
     fc2_memory       fastapi-cache2, InMemoryBackend, hit
     fc2_redis        fastapi-cache2, RedisBackend, hit
     cashews_redis    cashews, redis backend, hit
+    cashews_redis_cs cashews, redis backend with client_side=True (its own client-side cache
+                     kept coherent by Redis's CLIENT TRACKING), hit
 
 This file is imported as a top-level module (``app_scenarios``) by asgi_driver.py, in our
 virtual environment and in the seed's, so it imports nothing from ``benchmarks`` and imports
@@ -224,7 +228,9 @@ def _nocache(count: int, redis_url: str) -> Built:
 # --- this project (and the seed: same import paths) ---------------------------------------------
 
 
-def _cachemate(count: int, redis_url: str, *, memory: bool, seed: bool) -> Built:
+def _cachemate(
+    count: int, redis_url: str, *, memory: bool, seed: bool, near: bool = False
+) -> Built:
     try:
         from fastapi_cachemate import CacheSetup
         from fastapi_cachemate.cache import cache_response
@@ -254,7 +260,14 @@ def _cachemate(count: int, redis_url: str, *, memory: bool, seed: bool) -> Built
             client = _redis_client(redis_url)
             backend = RedisBackend(client=client)
             locks = RedisLockManager(backend=backend)
-        CacheSetup.setup(backend=backend, lock_manager=locks, prefix=f"bench:{count}")
+        # the near cache off unless asked for (the seed has no such setting)
+        extra: dict[str, Any] = {}
+        if not seed and not memory:
+            from fastapi_cachemate import BaseCacheSettings
+
+            size = 32 * 1024 * 1024 if near else 0
+            extra["settings"] = BaseCacheSettings(near_cache_max_bytes=size)
+        CacheSetup.setup(backend=backend, lock_manager=locks, prefix=f"bench:{count}", **extra)
         try:
             yield
         finally:
@@ -279,6 +292,12 @@ def _ours_memory(count: int, redis_url: str) -> Built:
 
 def _ours_redis(count: int, redis_url: str) -> Built:
     return _cachemate(count, redis_url, memory=False, seed=False)
+
+
+def _ours_near(count: int, redis_url: str) -> Built:
+    built = _cachemate(count, redis_url, memory=False, seed=False, near=True)
+    built.hit_header = ("x-cache-status", "HIT")
+    return built
 
 
 def _ours_redis_miss(count: int, redis_url: str) -> Built:
@@ -337,7 +356,7 @@ def _fc2_redis(count: int, redis_url: str) -> Built:
     return _fastapi_cache2(count, redis_url, memory=False)
 
 
-def _cashews_redis(count: int, redis_url: str) -> Built:
+def _cashews_redis(count: int, redis_url: str, *, client_side: bool = False) -> Built:
     try:
         from cashews import Cache
     except ImportError as exc:
@@ -347,7 +366,7 @@ def _cashews_redis(count: int, redis_url: str) -> Built:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        cashews_cache.setup(redis_url, client_side=False)
+        cashews_cache.setup(redis_url, client_side=client_side)
         await cashews_cache.init()
         try:
             yield
@@ -364,6 +383,10 @@ def _cashews_redis(count: int, redis_url: str) -> Built:
     return Built(app, uses_redis=True)
 
 
+def _cashews_redis_cs(count: int, redis_url: str) -> Built:
+    return _cashews_redis(count, redis_url, client_side=True)
+
+
 SCENARIOS: dict[str, Callable[[int, str], Built]] = {
     "floor": _floor,
     "floor_redis": _floor_redis,
@@ -371,11 +394,13 @@ SCENARIOS: dict[str, Callable[[int, str], Built]] = {
     "nocache": _nocache,
     "ours_memory": _ours_memory,
     "ours_redis": _ours_redis,
+    "ours_near": _ours_near,
     "ours_redis_miss": _ours_redis_miss,
     "seed_redis": _seed_redis,
     "fc2_memory": _fc2_memory,
     "fc2_redis": _fc2_redis,
     "cashews_redis": _cashews_redis,
+    "cashews_redis_cs": _cashews_redis_cs,
 }
 
 

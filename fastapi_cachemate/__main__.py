@@ -137,7 +137,7 @@ def _print_json(obj: object, out: TextIO) -> None:
 
 def _stats_from_metrics(url: str, timeout: float) -> dict[str, Any]:
     try:
-        from fastapi_cachemate.prometheus import counters_from_exposition
+        from fastapi_cachemate.prometheus import counters_from_exposition, near_from_exposition
     except ImportError as exc:
         raise CliError(str(exc)) from exc
     try:
@@ -155,7 +155,14 @@ def _stats_from_metrics(url: str, timeout: float) -> dict[str, Any]:
     for counts in endpoints.values():
         for name, value in counts.items():
             totals[name] = totals.get(name, 0) + value
-    return {"source": url, "endpoints": endpoints, "totals": totals, "breaker": breaker}
+    near = near_from_exposition(text)
+    return {
+        "source": url,
+        "endpoints": endpoints,
+        "totals": totals,
+        "breaker": breaker,
+        "near": near,
+    }
 
 
 def _ratio(counts: dict[str, int]) -> str:
@@ -197,6 +204,10 @@ def _print_counters(result: dict[str, Any], out: TextIO) -> None:
         )
     if result.get("breaker") is not None:
         out.write(f"breaker: {result['breaker']}\n")
+    near = result.get("near")
+    if near and any(near.values()):
+        listed = ", ".join(f"{name.removeprefix('near_')} {near[name]}" for name in near)
+        out.write(f"near cache: {listed}\n")
 
 
 async def _stats_from_redis(url: str, prefix: str, cluster: bool, decode: bool) -> dict[str, Any]:

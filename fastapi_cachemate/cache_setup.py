@@ -19,6 +19,8 @@ Differences from the seed, all compatible with its calls:
   fields and its own ``env_prefix`` work; the seed crashed on extra fields); a plain
   pydantic-settings ``BaseSettings`` is converted, its unknown fields ignored.
 - The arguments are validated here, with errors that name the problem.
+- A ``RedisBackend`` gets a near cache of ``settings.near_cache_max_bytes`` (0: none) for
+  the prefix's keys (``core/backends/near.py``); ``close()`` stops its tracking first.
 - ``close()`` drains background work (the refreshes of ``runtime().refreshes``, then
   ``spawn``'s tasks, within ``settings.close_timeout`` in all, the rest cancelled), runs the
   close callbacks, then closes the backend; calling it twice, or before ``setup()``, is
@@ -42,6 +44,7 @@ from fastapi_cachemate._runtime.flow import Runtime
 from fastapi_cachemate.core import layout
 from fastapi_cachemate.core.backends.memory import MemoryBackend
 from fastapi_cachemate.core.backends.redis import RedisBackend
+from fastapi_cachemate.core.backends.tracking import attach_near_cache
 from fastapi_cachemate.core.coders.orjson import OrjsonCoderManager
 from fastapi_cachemate.core.compress.zlib import ZlibCompressManager
 from fastapi_cachemate.core.layout import DEFAULT_PREFIX
@@ -111,6 +114,16 @@ def _convert_settings(settings: object) -> BaseCacheSettings:
     )
 
 
+def _stop_near_cache(config: _Config) -> None:
+    """The replaced configuration's near cache serves nothing more and stops tracking."""
+    near = config.runtime.near
+    if near is not None and near.tracker is not None:
+        near.tracker.stop()
+    backend = config.backend
+    if isinstance(backend, RedisBackend) and backend.near is near:
+        backend.near = None
+
+
 def _default_lock_manager(backend: Backend) -> LockManager:
     if isinstance(backend, RedisBackend):
         return RedisLockManager(backend)
@@ -175,7 +188,14 @@ class CacheSetup:
             ),
         }
         lock_manager.default_lock_ttl = cache_settings.ttl_lock_seconds
+        previous = cls._config
+        if previous is not None:
+            _stop_near_cache(previous)
         cls._config = _Config(backend, lock_manager, prefix, cache_settings, extras)
+        if isinstance(backend, RedisBackend) and cache_settings.near_cache_max_bytes > 0:
+            cls._config.runtime.near = attach_near_cache(
+                backend, prefix, cache_settings.near_cache_max_bytes, cls.spawn
+            )
         metrics.track_breaker(cls._config.runtime.breaker)  # the breaker gauge reads it
         logger.debug(
             "CacheSetup: backend=%s lock_manager=%s prefix=%r",
@@ -313,6 +333,9 @@ class CacheSetup:
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + config.settings.close_timeout
+            near = config.runtime.near
+            if near is not None and near.tracker is not None:
+                await near.tracker.aclose()
             await config.runtime.aclose(config.settings.close_timeout)
             await cls._drain(max(0.0, deadline - loop.time()))
             for callback in list(cls._close_callbacks):

@@ -6,7 +6,9 @@ increment a 64-bit integer in C (``row.hit()``; see ``benchmarks/stats_overhead.
 what that costs next to a memory hit). Everything else reads:
 
 - ``snapshot()``: ``{"endpoints": {name: {counter: int}}, "totals": {counter: int},
-  "breaker": "closed" | "open" | "half_open"}`` (``CacheSetup.stats()`` returns it);
+  "breaker": "closed" | "open" | "half_open", "near": {counter: int}}``
+  (``CacheSetup.stats()`` returns it; ``near``: the near cache's process-wide counters,
+  ``core/backends/near.NEAR_COUNTERS``);
 - ``STATS``: the process's ``Stats`` (``_native.Stats``, or its twin under
   ``FASTAPI_CACHEMATE_PURE=1``); ``reset()`` zeroes it (tests).
 
@@ -27,6 +29,7 @@ import weakref
 from typing import Any, Final, Protocol, TypedDict
 
 from fastapi_cachemate._kernels import kernels
+from fastapi_cachemate.core.backends.near import COUNTERS as NEAR_COUNTERS
 
 # The twin's classes stand for both implementations in annotations (same methods).
 EndpointStats = kernels.EndpointStats
@@ -78,6 +81,7 @@ class CacheStats(TypedDict):
     endpoints: dict[str, dict[str, int]]
     totals: dict[str, int]
     breaker: str
+    near: dict[str, int]
 
 
 class _HasState(Protocol):
@@ -188,6 +192,7 @@ def snapshot() -> CacheStats:
         "endpoints": STATS.snapshot(),
         "totals": STATS.totals(),
         "breaker": BREAKER_STATES[STATS.breaker_state],
+        "near": NEAR_COUNTERS.snapshot(),
     }
 
 
@@ -201,4 +206,5 @@ def hit_ratio(counts: dict[str, int]) -> float | None:
 def reset() -> None:
     """Zero every counter of this process (rows held by endpoints stay valid)."""
     STATS.reset()
+    NEAR_COUNTERS.reset()
     _tracked.clear()

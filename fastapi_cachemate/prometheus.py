@@ -16,6 +16,8 @@ Metrics (every one labelled ``endpoint``, the route's path template)::
     fastapi_cachemate_bytes_stored_total{stage="raw|compressed"}                counter
     fastapi_cachemate_breaker_open        (no endpoint label; 1 while open)     gauge
     fastapi_cachemate_breaker_state       (0 closed, 1 open, 2 half-open)       gauge
+    fastapi_cachemate_near_events_total{event="hits|fills|invalidations|flushes|races"}
+                                          (no endpoint label; the near cache)   counter
 
 Two modes, chosen by prometheus_client's own switch, the ``PROMETHEUS_MULTIPROC_DIR``
 environment variable:
@@ -58,6 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 from fastapi_cachemate import metrics
 from fastapi_cachemate.cache_setup import CacheSetup
+from fastapi_cachemate.core.backends.near import NEAR_COUNTERS
 
 __all__ = [
     "METRIC_NAMES",
@@ -69,6 +72,7 @@ __all__ = [
     "metrics_router",
     "multiprocess_mode",
     "multiprocess_sync",
+    "near_from_exposition",
     "register_collector",
 ]
 
@@ -115,6 +119,13 @@ _COUNTERS: Final[tuple[tuple[str, str, str | None, dict[str, str]], ...]] = (
     ),
 )
 _BREAKER_OPEN_HELP: Final = "1 while the backend circuit breaker is open, else 0."
+_NEAR_HELP: Final = (
+    "Near cache events: hits answered from process memory, copies made (fills), copies "
+    "evicted by Redis's invalidations, whole flushes, GET replies dropped by the race rule."
+)
+_NEAR_NAME: Final = "near_events"
+#: label value -> the near counter (``near_hits`` -> ``hits``...)
+_NEAR_EVENTS: Final = {name.removeprefix("near_"): name for name in NEAR_COUNTERS}
 _BREAKER_STATE_HELP: Final = "Backend circuit breaker: 0 closed, 1 open, 2 half-open."
 
 #: every metric family name, as the text format's ``# TYPE`` lines give them
@@ -122,6 +133,7 @@ METRIC_NAMES: Final[tuple[str, ...]] = (
     *(f"{NAMESPACE}_{name}" for name, _, _, _ in _COUNTERS),
     f"{NAMESPACE}_breaker_open",
     f"{NAMESPACE}_breaker_state",
+    f"{NAMESPACE}_{_NEAR_NAME}",
 )
 
 
@@ -154,6 +166,10 @@ class CacheCollector:
         is_open, state = _breaker_gauges(snap["breaker"])
         yield GaugeMetricFamily(f"{self.namespace}_breaker_open", _BREAKER_OPEN_HELP, is_open)
         yield GaugeMetricFamily(f"{self.namespace}_breaker_state", _BREAKER_STATE_HELP, state)
+        near = CounterMetricFamily(f"{self.namespace}_{_NEAR_NAME}", _NEAR_HELP, labels=["event"])
+        for event, counter in _NEAR_EVENTS.items():
+            near.add_metric([event], snap["near"][counter])
+        yield near
 
 
 _registered: list[CollectorRegistry] = []
@@ -202,6 +218,7 @@ class MultiprocessSync:
             registry=None,
             multiprocess_mode="livemax",
         )
+        self._near = Counter(f"{namespace}_{_NEAR_NAME}", _NEAR_HELP, ["event"], registry=None)
         self._last: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -230,6 +247,12 @@ class MultiprocessSync:
             is_open, state = _breaker_gauges(snap["breaker"])
             self._breaker_open.set(is_open)
             self._breaker_state.set(state)
+            for event, native in _NEAR_EVENTS.items():
+                value = snap["near"][native]
+                last = self._last.get(("", native))
+                delta = value if last is None or value < last else value - last
+                self._near.labels(event).inc(delta)
+                self._last[("", native)] = value
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -337,6 +360,22 @@ def counters_from_exposition(text: str) -> tuple[dict[str, dict[str, int]], str 
             if counter.startswith("not_stored_"):
                 counts["not_stored"] += int(sample.value)
     return endpoints, breaker
+
+
+def near_from_exposition(text: str) -> dict[str, int]:
+    """The near cache's counters (``near_hits``...) summed over the workers of a metrics
+    route's text; empty when it has none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != f"{NAMESPACE}_{_NEAR_NAME}":
+            continue
+        for sample in family.samples:
+            counter = _NEAR_EVENTS.get(sample.labels.get("event", ""))
+            if sample.name.endswith("_total") and counter is not None:
+                counts[counter] = counts.get(counter, 0) + int(sample.value)
+    return counts
 
 
 def _handler(registry: CollectorRegistry | None) -> Any:

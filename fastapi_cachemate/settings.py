@@ -54,6 +54,9 @@ class BaseCacheSettings(BaseSettings):
     # background refreshes running at once per process (more are skipped, not queued)
     max_refresh_tasks: int = Field(default=64, ge=1)
     memory_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # the near cache of a RedisBackend: bytes of entries kept in each process, evicted when
+    # Redis says they changed (docs/design.md, "Near cache"); 0 turns it off
+    near_cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     max_entry_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     # seconds CacheSetup.close() lets background work (refreshes) finish before cancelling it
     close_timeout: float = Field(default=5.0, ge=0)

@@ -359,6 +359,21 @@ def test_stats_from_metrics_route(metrics_server: str) -> None:
     assert "breaker: half_open" in text.stdout
 
 
+def test_stats_shows_the_near_cache(metrics_server: str) -> None:
+    from fastapi_cachemate.core.backends.near import COUNTERS
+
+    metrics.endpoint("/items/{id}").hit()
+    COUNTERS.near_hits += 5
+    COUNTERS.near_invalidations += 2
+    COUNTERS.near_flushes += 1
+    out = cli("stats", "--metrics-url", metrics_server + "/metrics", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["near"]["near_hits"] == 5
+    text = cli("stats", "--metrics-url", metrics_server + "/metrics")
+    expected = "near cache: hits 5, fills 0, invalidations 2, flushes 1, races 0"
+    assert expected in text.stdout.splitlines()
+
+
 def test_stats_from_a_route_without_metrics(metrics_server: str) -> None:
     out = cli("stats", "--metrics-url", metrics_server + "/elsewhere")
     assert out.returncode == 1

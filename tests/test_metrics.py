@@ -62,7 +62,7 @@ def test_snapshot_shape_and_totals() -> None:
     b.stored(2048, 512)
     b.not_stored(metrics.REASON_SET_COOKIE)
     snap = metrics.snapshot()
-    assert set(snap) == {"endpoints", "totals", "breaker"}
+    assert set(snap) == {"endpoints", "totals", "breaker", "near"}
     assert snap["endpoints"]["/a"]["hits"] == 2
     assert snap["endpoints"]["/b/{id}"]["not_stored_set_cookie"] == 1
     assert snap["totals"]["hits"] == 2

@@ -246,3 +246,27 @@ def test_missing_prometheus_client_names_the_package() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pip install prometheus-client" in proc.stdout
+
+
+def test_near_cache_counters_are_exported() -> None:
+    from fastapi_cachemate.core.backends.near import COUNTERS
+    from fastapi_cachemate.prometheus import near_from_exposition
+
+    registry = CollectorRegistry()
+    registry.register(CacheCollector())
+    COUNTERS.near_hits += 3
+    COUNTERS.near_invalidations += 2
+    COUNTERS.near_flushes += 1
+    text = generate_latest(registry).decode()
+    _, samples = parse(text)
+    assert samples[key("fastapi_cachemate_near_events_total", event="hits")] == 3
+    assert samples[key("fastapi_cachemate_near_events_total", event="invalidations")] == 2
+    assert samples[key("fastapi_cachemate_near_events_total", event="flushes")] == 1
+    assert near_from_exposition(text) == {
+        "near_hits": 3,
+        "near_fills": 0,
+        "near_invalidations": 2,
+        "near_flushes": 1,
+        "near_races": 0,
+    }
+    assert metrics.snapshot()["near"]["near_hits"] == 3

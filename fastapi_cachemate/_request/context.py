@@ -85,6 +85,7 @@ class Lookup(NamedTuple):
     missing: bool  # the backend had nothing at the key (not: unreadable or expired bytes)
     entry: Entry | None  # the decoded entry (any state) or None
     down: bool  # the backend call failed: no more backend calls in this request
+    near: bool = False  # the entry is the near cache's copy (docs/design.md, "Near cache")
 
 
 class Computation(NamedTuple):

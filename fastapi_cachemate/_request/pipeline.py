@@ -71,6 +71,9 @@ __all__ = ["Pipeline"]
 logger = logging.getLogger(__name__)
 
 
+_NEAR = (b"detail=near",)  # Cache-Status parameter of a hit answered by the near cache
+
+
 class _Unconfigured:
     logged = False
 
@@ -116,7 +119,7 @@ class Pipeline:
         fwd = b"uri-miss" if lookup.missing else b"miss"
         if entry is not None:
             if entry.state == kernels.FRESH:
-                hit = _fresh_hit(req, entry)
+                hit = _fresh_hit(req, entry, lookup)
                 if hit is not None:
                     return hit
                 fwd = b"request"  # client_cache_control="revalidate": the shared computation
@@ -152,7 +155,7 @@ class Pipeline:
         lookup = await _lookup(req)
         entry = lookup.entry
         if entry is not None and entry.state == kernels.FRESH:
-            hit = _fresh_hit(req, entry)
+            hit = _fresh_hit(req, entry, lookup)
             if hit is not None:
                 return hit
         request.scope[hitfirst.LOOKUP_SCOPE_KEY] = lookup
@@ -207,12 +210,14 @@ async def _lookup(req: CachedRequest) -> Lookup:
         flow.down = earlier.down
         return earlier
     raw = await flow.fetch()
-    return Lookup(req.key, raw is None, flow.decode(raw, req.fingerprint), flow.down)
+    entry = flow.decode(raw, req.fingerprint)
+    return Lookup(req.key, raw is None, entry, flow.down, flow.from_near)
 
 
-def _fresh_hit(req: CachedRequest, entry: Entry) -> Response | None:
+def _fresh_hit(req: CachedRequest, entry: Entry, lookup: Lookup) -> Response | None:
     """The answer for a FRESH entry, and one background refresh when it is due; None
-    when the client asks for a newer one (``client_cache_control="revalidate"``)."""
+    when the client asks for a newer one (``client_cache_control="revalidate"``).
+    A near-cache copy says so: ``Cache-Status: ...; hit; ttl=N; detail=near``."""
     plan = req.plan
     assert plan.rules is not None
     if plan.rules.revalidation_due(req.request, entry, req.settings):
@@ -221,7 +226,7 @@ def _fresh_hit(req: CachedRequest, entry: Entry) -> Response | None:
     flow = req.flow
     if flow.early_refresh_due(entry):
         flow.start_background_refresh(entry, req.request.scope)
-    return answer.hit(entry, req.request, req.sub_response)
+    return answer.hit(entry, req.request, req.sub_response, params=_NEAR if lookup.near else ())
 
 
 async def _miss(

@@ -47,7 +47,7 @@ from starlette.exceptions import HTTPException
 from fastapi_cachemate import _log, metrics
 from fastapi_cachemate._kernels import Entry, kernels
 from fastapi_cachemate._runtime import boundary
-from fastapi_cachemate._runtime.breaker import BackendUnavailable, CircuitBreaker
+from fastapi_cachemate._runtime.breaker import BackendUnavailable, BreakerState, CircuitBreaker
 from fastapi_cachemate._runtime.lease import (
     Found,
     Lease,
@@ -60,6 +60,7 @@ from fastapi_cachemate._runtime.reentry import RefreshTicket, reenter, refresh_s
 from fastapi_cachemate._runtime.singleflight import SingleFlight
 from fastapi_cachemate._runtime.tasks import RefreshTasks
 from fastapi_cachemate.core import layout
+from fastapi_cachemate.core.backends.near import NearCache
 from fastapi_cachemate.core.types import Backend, ComputeTicket, LockManager
 from fastapi_cachemate.settings import BaseCacheSettings
 
@@ -93,6 +94,7 @@ class Runtime:
         "fetches",
         "flight",
         "in_process",
+        "near",
         "refreshes",
         "settings",
     )
@@ -124,6 +126,8 @@ class Runtime:
         self.elsewhere: dict[bytes, float] = {}
         #: seconds since the epoch: entries' created and freshness (tests inject a clock)
         self.clock: Callable[[], float] = time.time
+        #: the RedisBackend's near cache (CacheSetup.setup() attaches it), or None
+        self.near: NearCache | None = None
 
     def refreshed_elsewhere(self, key: bytes) -> bool:
         deadline = self.elsewhere.get(key)
@@ -211,6 +215,7 @@ class Flow:
     __slots__ = (
         "backend",
         "down",
+        "from_near",
         "key",
         "locks",
         "runtime",
@@ -245,6 +250,7 @@ class Flow:
         # the failure was the backend's absence (a connection error, a timeout, an open
         # breaker), not a bad reply: a held lock is then left to expire, not unlocked
         self.unreachable = False
+        self.from_near = False  # the lookup was answered by the near cache
 
     @property
     def grace(self) -> float:
@@ -291,6 +297,12 @@ class Flow:
             )
         if self.runtime.in_process:
             return await self._fetch_once()
+        near = self.runtime.near
+        if near is not None:
+            raw = near.get(self.key, self.runtime.breaker.state is BreakerState.CLOSED)
+            if raw is not None:
+                self.from_near = True
+                return raw
         try:
             raw, _ = await self.runtime.fetches.run(self.key, self._fetch_once)
         except BackendUnavailable:

@@ -11,6 +11,11 @@ breaker and turns a failure into a miss.
 
 Replies of ``fetch`` are never decoded, whatever the client's ``decode_responses``: the
 stored entry is binary MessagePack.
+
+With a near cache attached (``near``: ``CacheSetup.setup()`` attaches one, see
+``near.py``), ``fetch`` registers each GET with it so that the reply may become a near copy,
+the stores announce their write to it, and deletions and invalidations drop the copies of
+the keys they name before they are sent.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
 from fastapi_cachemate.core import layout
+from fastapi_cachemate.core.backends.near import NearCache
 from fastapi_cachemate.core.scripts import (
     ADD_TAG_SCRIPT,
     ADD_TAG_SHA,
@@ -107,6 +113,8 @@ class RedisBackend(Backend):
         self._cluster = isinstance(client, RedisCluster)
         self._closed = False
         self.generation_ttl_ms = generation_ttl_ms
+        #: the near cache in front of this backend (attached by CacheSetup.setup()), or None
+        self.near: NearCache | None = None
         if not HIREDIS_AVAILABLE:
             logger.warning(
                 "RedisBackend: hiredis is not installed; replies are parsed in pure Python "
@@ -169,8 +177,11 @@ class RedisBackend(Backend):
         other value that is not an entry: the server is fine, so it is not an error (the
         request path's circuit breaker would count it), and the next store replaces it.
         """
+        near = self.near
+        fetch = near.begin_fetch(key) if near is not None else None
+        value: bytes | None = None
         try:
-            value: bytes | None = await self._client.execute_command(
+            value = await self._client.execute_command(
                 "GET", key, keys=[key], **{NEVER_DECODE: True}
             )
         except ResponseError as exc:
@@ -178,18 +189,34 @@ class RedisBackend(Backend):
                 raise
             logger.warning("RedisBackend: %r holds another type: a miss, overwritten", key)
             return None
+        finally:
+            if fetch is not None:
+                assert near is not None
+                near.end_fetch(fetch, value)
         return value
 
     async def store(self, key: bytes, value: bytes, ttl_ms: int) -> None:
         """One SET key value PX ttl_ms."""
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
-        await self._client.set(key, value, px=ttl_ms)
+        near = self.near
+        if near is None:
+            await self._client.set(key, value, px=ttl_ms)
+            return
+        near.writing(key)
+        applied = False
+        try:
+            await self._client.set(key, value, px=ttl_ms)
+            applied = True
+        finally:
+            near.written(key, applied)
 
     async def delete(self, *keys: bytes) -> int:
         """One UNLINK (one per slot on a cluster); the number of keys that existed."""
         if not keys:
             return 0
+        if self.near is not None:
+            self.near.discard(keys)
         removed: int = await self._client.unlink(*keys)
         return removed
 
@@ -261,10 +288,19 @@ class RedisBackend(Backend):
             logger.info("RedisBackend: computation of %r too old to be stored", ticket.key)
             return False
         key = ticket.key
-        stored = await self._evalsha(
-            STORE_SHA, (key, layout.generation_key(key)), value, ttl_ms, ticket.generation
-        )
-        return bool(stored == 1)
+        near = self.near
+        if near is not None:
+            near.writing(key)
+        stored = False
+        try:
+            reply = await self._evalsha(
+                STORE_SHA, (key, layout.generation_key(key)), value, ttl_ms, ticket.generation
+            )
+            stored = bool(reply == 1)
+        finally:
+            if near is not None:
+                near.written(key, stored)
+        return stored
 
     async def lock_and_fetch(
         self, lock_key: bytes, ttl_ms: int, key: bytes
@@ -325,10 +361,17 @@ class RedisBackend(Backend):
 
         if too_old:
             logger.info("RedisBackend: computation of %r too old to be stored", key)
-        replies = await self._pipeline(build)
-        if too_old:
-            return False
-        return ticket.generation is None or bool(replies[0] == 1)
+        near = self.near if not too_old else None
+        if near is not None:
+            near.writing(key)
+        stored = False
+        try:
+            replies = await self._pipeline(build)
+            stored = not too_old and (ticket.generation is None or bool(replies[0] == 1))
+        finally:
+            if near is not None:
+                near.written(key, stored)
+        return stored
 
     async def add_tags(self, key: bytes, tags: Iterable[str], ttl_ms: int) -> None:
         """One EVALSHA per tag (SADD + expiry pushed to at least ttl_ms), one pipeline."""
@@ -365,6 +408,8 @@ class RedisBackend(Backend):
         """INVALIDATE_SCRIPT over keys; PIPELINE_BATCH keys per round trip."""
         removed = 0
         ttl = self.generation_ttl_ms
+        if self.near is not None:
+            self.near.discard(keys)
         for start in range(0, len(keys), PIPELINE_BATCH):
             groups = self._script_groups(keys[start : start + PIPELINE_BATCH])
 
