@@ -395,10 +395,10 @@ async def test_deadline_raises_timeout_and_withdraws_its_cancel() -> None:
 
 @slots_only
 async def test_deadline_is_not_reached_by_a_quick_call() -> None:
-    deadlines = Deadlines()
+    deadlines = Deadlines(resolution=3600.0)  # one slot for the whole test, however slow
     for _ in range(100):
         assert await deadlines.run(Backend().op, 60.0) == "ok"
-    assert len(deadlines) == 1  # 100 calls in one 5 ms slot share one timer
+    assert len(deadlines) == 1  # 100 calls in one slot share one timer
     assert all(not members for members in deadlines._slots.values())  # and left it
 
 

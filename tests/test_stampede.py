@@ -161,6 +161,19 @@ async def test_redis_stopped_under_load(
     async with served(app, timeout=60) as client:
         assert (await client.get("/item/1")).headers[STATUS] == "MISS"
         assert (await client.get("/item/1")).headers[STATUS] == "HIT"
+        # The baseline of this run: the same load, the cache not used (the endpoint's own
+        # cost on this machine now, however loaded it is).
+        uncached = {"cache-control": "no-cache"}
+        baseline: list[float] = []
+
+        async def timed_uncached(url: str) -> None:
+            started = time.perf_counter()
+            assert (await client.get(url, headers=uncached)).headers[STATUS] == "NO_CACHE"
+            baseline.append(time.perf_counter() - started)
+
+        for _ in range(8):
+            await asyncio.gather(*(timed_uncached(f"/item/{i % 4}") for i in range(20)))
+        bound = settings.backend_timeout + max(baseline) + MARGIN
         redis_process.stop()
         caplog.clear()
         caplog.set_level(logging.INFO, logger="fastapi_cachemate")
@@ -172,7 +185,7 @@ async def test_redis_stopped_under_load(
             response = await client.get(url)
             took = time.perf_counter() - started
             durations.append(took)
-            if took >= settings.backend_timeout + MARGIN:
+            if took >= bound:
                 slow.append((url, took, repr(CacheSetup.runtime().breaker)))
             return response
 
@@ -181,7 +194,8 @@ async def test_redis_stopped_under_load(
             answered += await asyncio.gather(*(timed(f"/item/{i % 4}") for i in range(20)))
         assert [r.status_code for r in answered] == [200] * len(answered)
         assert {r.headers[STATUS] for r in answered} == {"MISS"}
-        assert max(durations) < settings.backend_timeout + MARGIN, (sorted(durations)[-5:], slow)
+        # a dead backend adds at most one backend_timeout to what the request costs anyway
+        assert max(durations) < bound, (sorted(durations)[-5:], max(baseline), slow)
         breaker = CacheSetup.runtime().breaker
         assert breaker.state is not BreakerState.CLOSED
         # errors are logged once per state change, not per request: the breaker's changes
@@ -203,4 +217,6 @@ async def test_redis_stopped_under_load(
     # every answer of the outage was computed then by the endpoint (none is the cached #1);
     # concurrent requests of one key still share one computation (the single flight)
     assert min(r.json()["computation"] for r in answered) > 1
-    assert await computations(redis_client, "outage") <= 1 + len(answered) + len(seen)
+    assert await computations(redis_client, "outage") <= 1 + len(baseline) + len(answered) + len(
+        seen
+    )
