@@ -2,6 +2,7 @@
 
 from fastapi_cachemate._log import JsonFormatter
 from fastapi_cachemate._route.keyer import request_unkeyed
+from fastapi_cachemate._runtime.breaker import BackendUnavailable
 from fastapi_cachemate.cache_setup import CacheSetup
 from fastapi_cachemate.core.coders.orjson import OrjsonCoderManager
 from fastapi_cachemate.core.compress.zlib import ZlibCompressManager
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_BYPASS_HEADER",
     "MAX_LOCK_TTL_SECONDS",
     "Backend",
+    "BackendUnavailable",
     "BaseCacheSettings",
     "ByPass",
     "CacheSetup",
