@@ -401,6 +401,15 @@ def _near_targets(
         e2e.get("fc2_redis", {}).get("rps"),
         lambda a, b: a / b >= NEAR_E2E,
     )
+    # what bounds it: the floor's req/s over the peer's (no cache can serve more than the
+    # floor), and the server CPU per request, steadier on a shared machine
+    peer = e2e.get("fc2_redis", {})
+    floor_rps, peer_rps = e2e.get("floor", {}).get("rps"), peer.get("rps")
+    ours_cpu, peer_cpu = e2e.get("ours_near", {}).get("server_cpu_us"), peer.get("server_cpu_us")
+    if rows and rows[-1][2].startswith("**") and floor_rps and peer_rps:
+        rows[-1][2] += f"; the floor: {floor_rps / peer_rps:.2f}x (req/s)"
+        if ours_cpu and peer_cpu:
+            rows[-1][3] = f"{peer_cpu / ours_cpu:.2f}x less server CPU per request"
 
 
 def _get_alone(raw: dict[str, Any], size: str, ours: str) -> float | None:
