@@ -10,15 +10,14 @@ answers differently therefore never share an entry.
 from __future__ import annotations
 
 import random
-from collections.abc import MutableMapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import quote
 
 import pytest
 from fastapi import FastAPI
 from pydantic_core import PydanticSerializationError
 
-from tests.support.apps import served
+from tests.support.apps import asgi_call, served
 from tests.support.fixtures import AppFactory
 
 Answer = tuple[int, dict[bytes, bytes], bytes]
@@ -32,32 +31,9 @@ async def call(
     raw_path: bytes | None = None,
 ) -> Answer:
     """One GET through the ASGI app; (status, headers, body)."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": raw_path if raw_path is not None else quote(path).encode("ascii"),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(dict(message))
-
-    await app(scope, receive, send)
-    start = sent[0]
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], dict(start["headers"]), body
+    sent_path = quote(path).encode("ascii") if raw_path is None else raw_path
+    status, answer_headers, body = await asgi_call(app, "GET", path, headers, query, sent_path)
+    return status, dict(answer_headers), body
 
 
 QUERIES: list[bytes] = [

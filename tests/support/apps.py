@@ -592,8 +592,10 @@ async def asgi_call(
     path: str,
     headers: Sequence[tuple[bytes, bytes]] = (),
     query: bytes = b"",
+    raw_path: bytes | None = None,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """One request straight through the ASGI app: (status, headers, every body byte sent)."""
+    """One request straight through the ASGI app: (status, headers, every body byte sent).
+    raw_path: what the client sent (default: path, which must then be ASCII)."""
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -601,7 +603,7 @@ async def asgi_call(
         "method": method,
         "scheme": "http",
         "path": path,
-        "raw_path": path.encode("ascii"),
+        "raw_path": path.encode("ascii") if raw_path is None else raw_path,
         "query_string": query,
         "root_path": "",
         "headers": [
