@@ -76,10 +76,10 @@ wheel: venv
 	$(PY) -m auditwheel show dist/wheelhouse/*.whl
 	mkdir -p build/wheel-check
 	$(PY) -m zipfile -e dist/wheelhouse/*.whl build/wheel-unpacked && \
-	  echo "NEEDED of the wheel's _native:" && readelf -d build/wheel-unpacked/fastapi_cachemate/_native*.so | grep -E 'NEEDED|RUNPATH' && ls build/wheel-unpacked/fastapi_cachemate.libs
+	  echo "NEEDED of the wheel's _native:" && readelf -d build/wheel-unpacked/fastapi_cachemate/_native*.so | grep -E 'NEEDED|RPATH|RUNPATH' && ls build/wheel-unpacked/fastapi_cachemate.libs
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install -q "$$(ls dist/wheelhouse/*.whl)[test]"
-	cd build/wheel-check && ../wheel-venv/bin/python -c "import fastapi_cachemate._native as n; print('imported', n.__file__, 'zstd', n.ZSTD_VERSION)"
+	cd build/wheel-check && ../wheel-venv/bin/python -c "import fastapi_cachemate._native as n; print('imported', n.__file__, 'zstd', n.ZSTD_VERSION); print('libzstd loaded from', *sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libzstd' in l}))"
 	cd build/wheel-check && ../wheel-venv/bin/python -m pytest -q -p no:cacheprovider --import-mode=append $(CURDIR)/tests/native
 	$(PYTHON) -m venv $(SDIST_VENV)
 	$(SDIST_VENV)/bin/python -m pip install -q dist/*.tar.gz
