@@ -119,7 +119,7 @@ class Pipeline:
         fwd = b"uri-miss" if lookup.missing else b"miss"
         if entry is not None:
             if entry.state == kernels.FRESH:
-                hit = _fresh_hit(req, entry, lookup)
+                hit = _fresh_hit(req, lookup)
                 if hit is not None:
                     return hit
                 fwd = b"request"  # client_cache_control="revalidate": the shared computation
@@ -155,7 +155,7 @@ class Pipeline:
         lookup = await _lookup(req)
         entry = lookup.entry
         if entry is not None and entry.state == kernels.FRESH:
-            hit = _fresh_hit(req, entry, lookup)
+            hit = _fresh_hit(req, lookup)
             if hit is not None:
                 return hit
         request.scope[hitfirst.LOOKUP_SCOPE_KEY] = lookup
@@ -214,10 +214,12 @@ async def _lookup(req: CachedRequest) -> Lookup:
     return Lookup(req.key, raw is None, entry, flow.down, flow.from_near)
 
 
-def _fresh_hit(req: CachedRequest, entry: Entry, lookup: Lookup) -> Response | None:
+def _fresh_hit(req: CachedRequest, lookup: Lookup) -> Response | None:
     """The answer for a FRESH entry, and one background refresh when it is due; None
     when the client asks for a newer one (``client_cache_control="revalidate"``).
     A near-cache copy says so: ``Cache-Status: ...; hit; ttl=N; detail=near``."""
+    entry = lookup.entry
+    assert entry is not None
     plan = req.plan
     assert plan.rules is not None
     if plan.rules.revalidation_due(req.request, entry, req.settings):

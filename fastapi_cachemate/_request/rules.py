@@ -374,11 +374,6 @@ class RouteRules:
             vary.append("cookie")
         self._vary = tuple(vary)
 
-    @property
-    def vary(self) -> tuple[str, ...]:
-        """The request header names this route's responses vary on (lower case)."""
-        return self._vary
-
     def refuse(self, request: Request) -> Refusal | None:
         """The route's own reasons not to use the cache for this request: what its key
         cannot tell apart (None: it may)."""
